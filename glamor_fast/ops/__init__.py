@@ -1,0 +1,46 @@
+"""The GLA op: validate once, pick the backend, call it."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import backends
+from .backends import available_backends
+from .checks import check_gla_inputs
+from .reference import gla_reference
+
+
+def gla(
+    face: torch.Tensor,
+    context: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    hidden_scale: Optional[torch.Tensor] = None,
+    hidden_shift: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+    deterministic: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global-Local Attention on the chosen backend; same maths and outputs as ``gla_reference``.
+
+    Args:
+        face (B, Df), context (B, Dc, H, W) any strides, w1 (Hd, Df + Dc), b1 (Hd,), w2 (Hd,),
+        b2 scalar, hidden_scale / hidden_shift optional (Hd,); one dtype and device for all.
+        backend: "auto" (fastest available for the device and dtype; logs its choice once),
+            "reference", "triton", "cpp" or "cuda". An unavailable backend raises, naming the
+            available ones; there is no silent fallback.
+        deterministic: reduce weight gradients in a fixed order (default). False lets a
+            backend use atomics where it has them.
+    Returns:
+        pooled (B, Dc) and attn (B, H, W), both differentiable.
+    """
+    B = check_gla_inputs(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)[0]
+    module = backends.resolve(backend, context.device, context.dtype)
+    if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
+        return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
+    return module.gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic)
+
+
+__all__ = ["gla", "gla_reference", "available_backends", "check_gla_inputs"]

@@ -1,0 +1,90 @@
+"""The backend registry behind ``gla(backend=...)``.
+
+A backend is a module exposing two functions:
+
+    unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None
+        None when the backend can run on tensors of this device and dtype, else why not
+        (and how to make it available).
+    gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic) -> (pooled, attn)
+        differentiable in every input, inputs already validated by ``check_gla_inputs``.
+
+Modules are imported lazily, so ``import glamor_fast`` stays cheap and a backend whose
+dependencies are missing only fails when it is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+log = logging.getLogger("glamor_fast")
+
+BACKEND_MODULES = {
+    "reference": "glamor_fast.ops.reference_backend",
+    "triton": "glamor_fast.ops.triton_backend",
+    "cpp": "glamor_fast.ops.cpp_backend",
+    "cuda": "glamor_fast.ops.cuda_backend",
+}
+
+# What backend="auto" tries, fastest first, per device type (measured in bench/RESULTS.md).
+AUTO_PREFERENCE = {
+    "cuda": ("triton", "cuda", "reference"),
+    "cpu": ("cpp", "reference"),
+}
+
+_auto_logged: set = set()
+
+
+def _load(name: str) -> tuple[Optional[ModuleType], Optional[str]]:
+    try:
+        return importlib.import_module(BACKEND_MODULES[name]), None
+    except ImportError as exc:  # a backend whose dependencies are absent
+        return None, f"cannot import {BACKEND_MODULES[name]}: {exc}"
+
+
+def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """None when backend ``name`` runs on (device, dtype), else the reason it does not."""
+    module, err = _load(name)
+    if module is None:
+        return err
+    return module.unavailable_reason(device, dtype)
+
+
+def available_backends(device: torch.device, dtype: torch.dtype = torch.float32) -> list[str]:
+    """Names of the backends that can run on tensors of this device and dtype."""
+    return [n for n in BACKEND_MODULES if unavailable_reason(n, device, dtype) is None]
+
+
+def choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The backend name that ``backend`` ("auto" or a name) means here, or a clear error."""
+    if not isinstance(backend, str):
+        raise TypeError(f"gla: `backend` must be a string, got {type(backend).__name__}")
+    if backend == "auto":
+        for name in AUTO_PREFERENCE.get(device.type, ("reference",)):
+            if unavailable_reason(name, device, dtype) is None:
+                key = (device.type, dtype, name)
+                if key not in _auto_logged:
+                    _auto_logged.add(key)
+                    log.info("gla backend='auto' chose %r for %s %s tensors", name, device.type, dtype)
+                return name
+        return "reference"
+    if backend not in BACKEND_MODULES:
+        raise ValueError(
+            f"gla: unknown backend {backend!r}; known backends: {', '.join(BACKEND_MODULES)} or 'auto'. "
+            f"Available for {device.type} {dtype}: {', '.join(available_backends(device, dtype))}"
+        )
+    reason = unavailable_reason(backend, device, dtype)
+    if reason is not None:
+        raise RuntimeError(
+            f"gla: backend {backend!r} is not available for {device.type} {dtype} tensors: {reason}. "
+            f"Available: {', '.join(available_backends(device, dtype))}"
+        )
+    return backend
+
+
+def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> ModuleType:
+    """The backend module for ``backend`` ("auto" or a name), or a clear error."""
+    return _load(choose_backend(backend, device, dtype))[0]

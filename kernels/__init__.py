@@ -1,0 +1,1 @@
+"""Triton kernels of glamor_fast, installed as ``glamor_fast.kernels``."""

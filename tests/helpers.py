@@ -1,0 +1,35 @@
+"""Input factories shared by the op tests."""
+from __future__ import annotations
+
+import torch
+
+
+def make_gla_inputs(B=2, Df=6, Dc=5, H=3, W=4, Hd=7, dtype=torch.float64, device="cpu",
+                    folded_bn=False, channels_last=False, score_scale=1.0, requires_grad=False,
+                    generator=None):
+    """Fresh random GLA inputs: (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift).
+
+    ``score_scale`` multiplies w2 (and b2) so scores reach magnitudes like 1e3.
+    ``channels_last`` gives a context whose memory is NHWC (non-contiguous as NCHW).
+    """
+    g = generator
+    kw = dict(dtype=torch.float64, device="cpu", generator=g)
+    face = torch.randn(B, Df, **kw)
+    context = torch.randn(B, Dc, H, W, **kw)
+    w1 = torch.randn(Hd, Df + Dc, **kw) / (Df + Dc) ** 0.5
+    b1 = torch.randn(Hd, **kw) * 0.1
+    w2 = torch.randn(Hd, **kw) / Hd ** 0.5 * score_scale
+    b2 = torch.randn((), **kw)
+    scale = shift = None
+    if folded_bn:
+        scale = torch.rand(Hd, **kw) + 0.5
+        shift = torch.randn(Hd, **kw) * 0.1
+    out = [face, context, w1, b1, w2, b2, scale, shift]
+    out = [None if t is None else t.to(device=device, dtype=dtype) for t in out]
+    if channels_last:
+        out[1] = out[1].contiguous(memory_format=torch.channels_last)
+    if requires_grad:
+        for t in out:
+            if t is not None:
+                t.requires_grad_(True)
+    return out

@@ -1,0 +1,87 @@
+"""gla(): validation, backend choice and errors, empty batches."""
+import logging
+
+import pytest
+import torch
+
+from glamor_fast import available_backends, gla, gla_reference
+from glamor_fast.ops import backends
+from tests.helpers import make_gla_inputs
+
+
+def test_reference_backend_equals_gla_reference():
+    inputs = make_gla_inputs(B=2, folded_bn=True)
+    for got, want in zip(gla(*inputs, backend="reference"), gla_reference(*inputs)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_reference_is_always_available():
+    assert "reference" in available_backends(torch.device("cpu"), torch.float64)
+
+
+def test_unknown_backend_names_the_available_ones():
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'.*Available for cpu.*reference"):
+        gla(*make_gla_inputs(), backend="nope")
+
+
+def test_unavailable_backend_raises_instead_of_falling_back():
+    # float64 never runs on the triton backend, whatever is installed.
+    with pytest.raises(RuntimeError, match=r"backend 'triton' is not available.*Available: .*reference"):
+        gla(*make_gla_inputs(dtype=torch.float64), backend="triton")
+
+
+def test_auto_logs_its_choice_once(caplog, monkeypatch):
+    monkeypatch.setattr(backends, "_auto_logged", set())
+    inputs = make_gla_inputs(dtype=torch.float64)
+    with caplog.at_level(logging.INFO, logger="glamor_fast"):
+        gla(*inputs)
+        gla(*inputs)
+    choices = [r.getMessage() for r in caplog.records if "backend='auto' chose" in r.getMessage()]
+    assert len(choices) == 1
+    name = backends.choose_backend("auto", torch.device("cpu"), torch.float64)
+    assert repr(name) in choices[0]
+
+
+def test_empty_batch_returns_empty_differentiable_outputs():
+    face, context, *params = make_gla_inputs(B=0, Dc=5, H=2, W=3, requires_grad=True)
+    pooled, attn = gla(face, context, *params)
+    assert pooled.shape == (0, 5) and attn.shape == (0, 2, 3)
+    (pooled.sum() + attn.sum()).backward()
+    assert context.grad.shape == context.shape
+
+
+def _bad(**changes):
+    names = ["face", "context", "w1", "b1", "w2", "b2", "hidden_scale", "hidden_shift"]
+    kwargs = dict(zip(names, make_gla_inputs(B=2, Df=6, Dc=5, H=3, W=4, Hd=7, dtype=torch.float32)))
+    kwargs.update(changes)
+    return kwargs
+
+
+@pytest.mark.parametrize(
+    "changes, error, pattern",
+    [
+        (dict(face=torch.randn(2, 6, 1)), ValueError, r"`face` must be 2-D"),
+        (dict(context=torch.randn(2, 5, 12)), ValueError, r"`context` must be 4-D"),
+        (dict(face=torch.randn(3, 6)), ValueError, r"batch sizes differ.*B=3.*B=2"),
+        (dict(w1=torch.randn(7, 10)), ValueError, r"`w1` must have shape \(Hd, Df \+ Dc\) = \(Hd, 11\)"),
+        (dict(b1=torch.randn(6)), ValueError, r"`b1` must have shape \(Hd,\) = \(7,\)"),
+        (dict(w2=torch.randn(1, 7)), ValueError, r"`w2` must have shape"),
+        (dict(b2=torch.randn(2)), ValueError, r"`b2` must be a scalar"),
+        (dict(hidden_scale=torch.ones(7)), ValueError, r"given together"),
+        (dict(hidden_scale=torch.ones(6), hidden_shift=torch.ones(6)), ValueError, r"`hidden_scale` must have shape"),
+        (dict(face=torch.randn(2, 6, dtype=torch.float64)), TypeError, r"`face` has dtype torch.float64.*float32"),
+        (dict(context=torch.randint(0, 3, (2, 5, 3, 4))), TypeError, r"`context` has dtype torch.int64"),
+        (dict(w1="nope"), TypeError, r"`w1` must be a torch.Tensor"),
+        (dict(b1=torch.randn(7, device="meta")), ValueError, r"`b1` is on meta.*`context` is on cpu"),
+        (dict(context=torch.randn(2, 5, 0, 4)), ValueError, r"at least one cell"),
+    ],
+)
+@pytest.mark.parametrize("fn", [gla, gla_reference], ids=["gla", "gla_reference"])
+def test_bad_inputs_raise_clear_errors(fn, changes, error, pattern):
+    with pytest.raises(error, match=pattern):
+        fn(**_bad(**changes))
+
+
+def test_backend_must_be_a_string():
+    with pytest.raises(TypeError, match="`backend` must be a string"):
+        gla(*make_gla_inputs(), backend=None)

@@ -36,13 +36,16 @@ AUTO_PREFERENCE = {
 }
 
 _auto_logged: set = set()
+_loaded: dict[str, ModuleType] = {}
 
 
 def _load(name: str) -> tuple[Optional[ModuleType], Optional[str]]:
     try:
-        return importlib.import_module(BACKEND_MODULES[name]), None
+        module = importlib.import_module(BACKEND_MODULES[name])
     except ImportError as exc:  # a backend whose dependencies are absent
         return None, f"cannot import {BACKEND_MODULES[name]}: {exc}"
+    _loaded[name] = module
+    return module, None
 
 
 def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
@@ -85,6 +88,14 @@ def choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> st
     return backend
 
 
+@torch.compiler.assume_constant_result
+def _choose_for_compile(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    # torch.compile runs this once while tracing and keeps the name as a constant: the
+    # imports and checks inside are not traceable, and their answer cannot change.
+    return choose_backend(backend, device, dtype)
+
+
 def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> ModuleType:
     """The backend module for ``backend`` ("auto" or a name), or a clear error."""
-    return _load(choose_backend(backend, device, dtype))[0]
+    name = _choose_for_compile(backend, device, dtype)
+    return _loaded[name]

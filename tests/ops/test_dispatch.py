@@ -85,3 +85,10 @@ def test_bad_inputs_raise_clear_errors(fn, changes, error, pattern):
 def test_backend_must_be_a_string():
     with pytest.raises(TypeError, match="`backend` must be a string"):
         gla(*make_gla_inputs(), backend=None)
+
+
+def test_dispatch_traces_without_graph_breaks():
+    inputs = make_gla_inputs(B=2, dtype=torch.float32, folded_bn=True)
+    compiled = torch.compile(lambda *xs: gla(*xs, backend="reference"), fullgraph=True, backend="eager")
+    for got, want in zip(compiled(*inputs), gla_reference(*inputs)):
+        torch.testing.assert_close(got, want)

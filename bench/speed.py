@@ -1,0 +1,48 @@
+"""Inference speed helpers for the model benchmark (candidates for the library proper).
+
+``fold_batchnorm(model)``: a copy of an eval-mode model in which every Conv2d directly
+followed by a BatchNorm2d becomes one Conv2d carrying the BatchNorm's affine transform
+(``torch.nn.utils.fusion.fuse_conv_bn_eval``), the BatchNorm replaced by Identity.
+Pairs found: adjacent (Conv2d, BatchNorm2d) children of an nn.Sequential (conv5 encoder,
+CAER-Net's attention scorer, ResNet downsample branches) and attribute pairs named
+``conv<k>``/``bn<k>`` on one module (ResNet stem and BasicBlocks). GLA's hidden-layer
+BatchNorm is already folded by the op in eval mode.
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+            and bn.num_features == conv.out_channels)
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """(folded copy of ``model``, number of Conv2d+BatchNorm2d pairs folded). ``model`` must be in eval mode."""
+    if model.training:
+        raise ValueError("fold_batchnorm: the model must be in eval mode (call model.eval()); "
+                         "training-mode BatchNorm uses batch statistics and cannot be folded")
+    model = copy.deepcopy(model)
+    folded = 0
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = module._modules[a], module._modules[b]
+                if _foldable(conv, bn):
+                    module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[b] = nn.Identity()
+                    folded += 1
+        for name, child in list(module._modules.items()):
+            if name.startswith("conv"):
+                bn_name = "bn" + name[len("conv"):]
+                bn = module._modules.get(bn_name)
+                if bn is not None and _foldable(child, bn):
+                    module._modules[name] = fuse_conv_bn_eval(child, bn)
+                    module._modules[bn_name] = nn.Identity()
+                    folded += 1
+    return model, folded

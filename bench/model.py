@@ -8,7 +8,7 @@ Batch 32 of the paper's inputs: face (B, 3, 96, 96), context (B, 3, 112, 112), 7
   infer  eval-mode forward under torch.no_grad() or torch.inference_mode()
 Settings swept (one change at a time from the plain eager baseline, then combined):
 GLA backend (every available one), channels_last, torch.compile, BatchNorm folded into the
-convs for inference (bench/speed.py), inference_mode, threads (--threads). Every setting is
+convs for inference (glamor_fast.models.speed), inference_mode, threads (--threads). Every setting is
 built and warmed up first (compilation happens there and is reported separately), then all
 are timed round-robin, one step each per round; times are medians over the rounds. Each
 step's process CPU time is recorded too: with --threads 1 on a loaded machine, images per
@@ -37,7 +37,7 @@ from glamor_fast.ops.backends import BACKEND_MODULES
 
 from .gla import select_backends
 from .machine import machine_info
-from .speed import fold_batchnorm
+from glamor_fast.models.speed import fold_batchnorm
 from .timing import peak_extra_bytes
 
 

@@ -3,8 +3,10 @@ from .attention import ContextAttention, GlobalLocalAttention
 from .encoders import Conv5Encoder, ResNet18Encoder, build_encoder
 from .fusion import AdaptiveFusion
 from .glamor import ATTENTIONS, PRESETS, CAERNetS, GLAMORNet, Preset, build_model
+from .speed import fold_batchnorm, optimize_for_inference
 
 __all__ = [
     "AdaptiveFusion", "ATTENTIONS", "build_encoder", "build_model", "CAERNetS", "ContextAttention",
-    "Conv5Encoder", "GLAMORNet", "GlobalLocalAttention", "PRESETS", "Preset", "ResNet18Encoder",
+    "Conv5Encoder", "fold_batchnorm", "GLAMORNet", "GlobalLocalAttention", "optimize_for_inference", "PRESETS",
+    "Preset", "ResNet18Encoder",
 ]

@@ -1,4 +1,4 @@
-"""Inference speed helpers for the model benchmark (candidates for the library proper).
+"""Inference speed settings for GLAMOR-Net models (measured in bench/model.py, bench/RESULTS.md).
 
 ``fold_batchnorm(model)``: a copy of an eval-mode model in which every Conv2d directly
 followed by a BatchNorm2d becomes one Conv2d carrying the BatchNorm's affine transform
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -46,3 +47,14 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
                     module._modules[bn_name] = nn.Identity()
                     folded += 1
     return model, folded
+
+
+def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` with Conv2d+BatchNorm2d pairs folded and, by default,
+    channels_last weights (feed it channels_last images too:
+    ``img.contiguous(memory_format=torch.channels_last)``). Same logits up to rounding.
+    """
+    folded, _ = fold_batchnorm(copy.deepcopy(model).eval())  # the caller's model keeps its mode
+    if channels_last:
+        folded = folded.to(memory_format=torch.channels_last)
+    return folded

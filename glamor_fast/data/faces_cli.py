@@ -1,0 +1,27 @@
+"""`glamor-fast detect-faces ROOT`: write Haar-cascade face boxes for a CAER-S-layout tree."""
+from __future__ import annotations
+
+import argparse
+
+from .faces import HaarFaceDetector, detect_faces
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="dataset root holding <split>/<Emotion>/*.png|jpg")
+    parser.add_argument("--splits", nargs="+", default=None,
+                        help="split folders to process (default: every folder except crop/)")
+    parser.add_argument("--overwrite", action="store_true", help="redo images that already have a box file")
+    parser.add_argument("--scale-factor", type=float, default=1.1, help="Haar cascade scale step (default 1.1)")
+    parser.add_argument("--min-neighbors", type=int, default=5, help="Haar cascade minNeighbors (default 5)")
+    parser.add_argument("--min-size", type=int, default=20, help="smallest face side in pixels (default 20)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
+                                min_size=args.min_size)
+    counts = detect_faces(args.root, detector=detector, overwrite=args.overwrite,
+                          progress=not args.no_progress, splits=args.splits)
+    print(f"{counts['images']} images: {counts['detected']} faces found, {counts['no_face']} without a face, "
+          f"{counts['skipped']} already had a box file; boxes in {args.root}/crop/")
+    return 0

@@ -3,8 +3,43 @@ from setuptools import find_packages, setup
 
 
 def extension_modules():
-    """The torch extension ``glamor_fast._C`` (csrc/); none until csrc/ has sources."""
-    return [], {}
+    """The torch extension ``glamor_fast._C`` built from csrc/ with ninja.
+
+    A ``CppExtension`` (fused CPU kernels) on a CPU-only torch; a ``CUDAExtension`` that adds
+    csrc/cuda/ when torch was built with CUDA and the CUDA toolkit is found. ``DEBUG=1`` builds
+    with ``-O0 -g``. Returns ``(ext_modules, cmdclass)``.
+    """
+    import os
+
+    import torch
+    from torch.utils import cpp_extension
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    csrc = "csrc"  # relative: setuptools wants relative source paths
+    debug = os.environ.get("DEBUG", "0") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    cxx_flags = opt + ["-std=c++20", "-fopenmp", "-DNDEBUG" if not debug else "-UNDEBUG"]
+    sources = [os.path.join(csrc, "glamor_fast.cpp"), os.path.join(csrc, "cpu", "gla.cpp")]
+    with_cuda = (torch.cuda.is_available() or torch.version.cuda is not None) and (
+        cpp_extension.CUDA_HOME is not None
+    )
+    kwargs = dict(
+        name="glamor_fast._C",
+        include_dirs=[os.path.join(root, "csrc")],
+        extra_link_args=["-fopenmp"],
+    )
+    if with_cuda:
+        sources += [os.path.join(csrc, "cuda", "gla.cu"), os.path.join(csrc, "cuda", "gla_binding.cpp")]
+        nvcc_flags = opt + ["-std=c++17"] + (["-lineinfo"] if not debug else ["-G"])
+        ext = cpp_extension.CUDAExtension(
+            sources=sources,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            **kwargs,
+        )
+    else:
+        ext = cpp_extension.CppExtension(sources=sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
+    build = cpp_extension.BuildExtension.with_options(use_ninja=True)
+    return [ext], {"build_ext": build}
 
 
 ext_modules, cmdclass = extension_modules()

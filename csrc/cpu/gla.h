@@ -1,0 +1,32 @@
+// The fused CPU kernels of the GLA op (see /work/shared/design/gla-math.md for the maths).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <array>
+#include <tuple>
+
+namespace glamor_fast {
+namespace cpu {
+
+// face (B, Df), context (B, Dc, H, W) any strides, w1 (Hd, Df + Dc), b1 (Hd), w2 (Hd), b2 scalar,
+// hidden_scale / hidden_shift optional (Hd). Returns pooled (B, Dc), attn (B, H, W) in the
+// inputs' dtype and lse (B) in float64 for float64 inputs, float32 otherwise.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
+    const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1, const at::Tensor& b1,
+    const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
+    const c10::optional<at::Tensor>& hidden_shift);
+
+// Gradients of (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift) from those of
+// pooled (B, Dc), attn (B, H, W) and lse (B); an entry whose needs_grad is false is an empty (0,)
+// tensor. Deterministic for a fixed at::get_num_threads().
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
+                 const at::Tensor& grad_lse, const at::Tensor& face, const at::Tensor& context,
+                 const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                 const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
+                 const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
+                 const at::Tensor& attn, const at::Tensor& lse, std::array<bool, 8> needs_grad);
+
+}  // namespace cpu
+}  // namespace glamor_fast

@@ -1,0 +1,190 @@
+// ATen glue for the CUDA kernels of csrc/cuda/gla.cu: checks, dtype conversion of the small
+// parameters, workspaces, the stream, and the few reductions done with ATen ops.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <tuple>
+
+#include "../gla_checks.h"
+#include "gla.h"
+
+namespace glamor_fast {
+namespace cuda {
+namespace {
+
+Dtype dtype_tag(at::ScalarType st) {
+  switch (st) {
+    case at::kFloat: return Dtype::F32;
+    case at::kDouble: return Dtype::F64;
+    case at::kHalf: return Dtype::F16;
+    case at::kBFloat16: return Dtype::BF16;
+    default: TORCH_CHECK(false, "glamor_fast: unsupported dtype ", st);
+  }
+}
+
+at::ScalarType acc_type(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+
+void check_launch(int err, const char* what) {
+  TORCH_CHECK(err == 0, "glamor_fast: ", what, " failed: ",
+              cudaGetErrorString(static_cast<cudaError_t>(err)));
+}
+
+// Parameters in the accumulation dtype. b2 is left out of the kernels' scores (softmax is
+// shift invariant) and added to lse here, so no device-to-host copy is needed.
+struct Prepared {
+  at::Tensor u, w1, w1c, w1c_t, w2, scale, shift, b2;
+};
+
+Prepared prepare(const at::Tensor& face, const at::Tensor& w1, const at::Tensor& b1,
+                 const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& scale,
+                 const c10::optional<at::Tensor>& shift, const GlaDims& d) {
+  const auto at_ = acc_type(w1.scalar_type());
+  Prepared p;
+  p.w1 = w1.to(at_).contiguous();
+  p.w1c = p.w1.narrow(1, d.Df, d.Dc).contiguous();
+  p.w1c_t = p.w1c.t().contiguous();
+  p.u = at::addmm(b1.to(at_), face.to(at_), p.w1.narrow(1, 0, d.Df).t()).contiguous();
+  p.w2 = w2.to(at_).contiguous();
+  if (scale.has_value()) {
+    p.scale = scale->to(at_).contiguous();
+    p.shift = shift->to(at_).contiguous();
+  }
+  p.b2 = b2.to(at_).reshape({});
+  return p;
+}
+
+Cells make_cells(const at::Tensor& context, const GlaDims& d) {
+  return Cells{context.data_ptr(), context.stride(0), context.stride(1), context.stride(2),
+               context.stride(3), d.B, d.Dc, d.H, d.W};
+}
+
+Weights make_weights(const Prepared& p, const GlaDims& d) {
+  return Weights{p.u.data_ptr(),
+                 p.w1c.data_ptr(),
+                 p.w1c_t.data_ptr(),
+                 p.w2.data_ptr(),
+                 p.scale.defined() ? p.scale.data_ptr() : nullptr,
+                 p.shift.defined() ? p.shift.data_ptr() : nullptr,
+                 0.0,
+                 d.Hd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cuda(
+    const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1, const at::Tensor& b1,
+    const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
+    const c10::optional<at::Tensor>& hidden_shift) {
+  const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
+                                c10::DeviceType::CUDA);
+  c10::cuda::CUDAGuard guard(context.device());
+  const auto at_ = acc_type(context.scalar_type());
+  auto aopts = context.options().dtype(at_);
+  auto pooled = at::empty({d.B, d.Dc}, context.options());
+  auto attn = at::empty({d.B, d.H, d.W}, context.options());
+  auto lse = at::empty({d.B}, aopts);
+  if (d.B == 0) return {pooled, attn, lse};
+  auto p = prepare(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
+  auto state = at::empty({d.B, num_chunks(d.N), d.Dc + 2}, aopts);
+  auto scores = at::empty({d.B, d.N}, aopts);
+  ForwardOut out{state.data_ptr(), scores.data_ptr(), pooled.data_ptr(), attn.data_ptr(),
+                 lse.data_ptr()};
+  check_launch(gla_forward_launch(dtype_tag(context.scalar_type()), make_cells(context, d),
+                                  make_weights(p, d), out, c10::cuda::getCurrentCUDAStream().stream()),
+               "gla_forward kernel");
+  lse.add_(p.b2);
+  return {pooled, attn, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
+                  const at::Tensor& grad_lse, const at::Tensor& face, const at::Tensor& context,
+                  const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                  const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
+                  const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
+                  const at::Tensor& attn, const at::Tensor& lse, std::array<bool, 8> needs_grad) {
+  const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
+                                c10::DeviceType::CUDA);
+  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({d.B, d.Dc}),
+              "glamor_fast: `grad_pooled` must be (B, Dc), got ", grad_pooled.sizes());
+  TORCH_CHECK(grad_attn.numel() == d.B * d.N && attn.numel() == d.B * d.N,
+              "glamor_fast: `grad_attn` and `attn` must have B*H*W elements");
+  TORCH_CHECK(lse.numel() == d.B && grad_lse.numel() == d.B,
+              "glamor_fast: `lse` and `grad_lse` must have B elements");
+  c10::cuda::CUDAGuard guard(context.device());
+  const bool bn = hidden_scale.has_value();
+  const auto st = context.scalar_type();
+  const auto at_ = acc_type(st);
+  auto aopts = context.options().dtype(at_);
+  auto none = [&] { return at::empty({0}, context.options()); };
+  auto zeros_if = [&](const at::Tensor& t, bool n) { return n ? at::zeros_like(t) : none(); };
+  const bool need_any = std::any_of(needs_grad.begin(), needs_grad.end(), [](bool x) { return x; });
+  if (!need_any || d.B == 0) {
+    return {zeros_if(face, needs_grad[0]), zeros_if(context, needs_grad[1]),
+            zeros_if(w1, needs_grad[2]), zeros_if(b1, needs_grad[3]),
+            zeros_if(w2, needs_grad[4]), zeros_if(b2, needs_grad[5]),
+            bn ? zeros_if(*hidden_scale, needs_grad[6]) : none(),
+            bn ? zeros_if(*hidden_shift, needs_grad[7]) : none()};
+  }
+  auto p = prepare(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
+  auto gp = grad_pooled.to(at_).contiguous();
+  auto ga = grad_attn.reshape({d.B, d.N}).to(at_).contiguous();
+  auto delta = ((gp * pooled.to(at_)).sum(1) + (attn.reshape({d.B, d.N}).to(at_) * ga).sum(1) -
+                grad_lse.to(at_))
+                   .contiguous();
+  auto lse_k = (lse.to(at_) - p.b2).contiguous();  // the kernels' scores exclude b2
+  at::Tensor dctx, dz;
+  BackwardOut out{nullptr, 0, 0, 0, 0, nullptr, nullptr};
+  if (needs_grad[1]) {
+    const bool cl = context.is_contiguous(at::MemoryFormat::ChannelsLast) && !context.is_contiguous();
+    dctx = at::empty({d.B, d.Dc, d.H, d.W},
+                     context.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
+                                                        : at::MemoryFormat::Contiguous));
+    out.dctx = dctx.data_ptr();
+    out.sb = dctx.stride(0);
+    out.sc = dctx.stride(1);
+    out.sh = dctx.stride(2);
+    out.sw = dctx.stride(3);
+  }
+  if (needs_grad[2]) {
+    dz = at::empty({d.B * d.N, d.Hd}, aopts);
+    out.dz = dz.data_ptr();
+  }
+  auto vec = at::empty({d.B, num_chunks(d.N), 4 * d.Hd}, aopts);
+  out.vec = vec.data_ptr();
+  BackwardIn in{gp.data_ptr(), ga.data_ptr(), delta.data_ptr(), lse_k.data_ptr()};
+  check_launch(gla_backward_launch(dtype_tag(st), make_cells(context, d), make_weights(p, d), in,
+                                   out, c10::cuda::getCurrentCUDAStream().stream()),
+               "gla_backward kernel");
+  auto per_b = vec.sum(1);                      // (B, 4 Hd), fixed-order reductions
+  auto du = per_b.narrow(1, 3 * d.Hd, d.Hd);    // (B, Hd)
+  auto totals = per_b.narrow(1, 0, 3 * d.Hd).sum(0);
+  auto out_t = [&](const at::Tensor& t, bool n) { return n ? t.to(st) : none(); };
+  at::Tensor gw1 = none();
+  if (needs_grad[2]) {
+    auto cells = context.permute({0, 2, 3, 1}).reshape({d.B * d.N, d.Dc}).to(at_);
+    gw1 = at::cat({du.t().mm(face.to(at_)), dz.t().mm(cells)}, 1).to(st);
+  }
+  return {needs_grad[0] ? du.mm(p.w1.narrow(1, 0, d.Df)).to(st) : none(),
+          needs_grad[1] ? dctx : none(),
+          gw1,
+          needs_grad[3] ? du.sum(0).to(st) : none(),
+          out_t(totals.narrow(0, 0, d.Hd).clone(), needs_grad[4]),
+          needs_grad[5] ? grad_lse.sum().reshape(b2.sizes()).to(st) : none(),
+          bn ? out_t(totals.narrow(0, d.Hd, d.Hd).clone(), needs_grad[6]) : none(),
+          bn ? out_t(totals.narrow(0, 2 * d.Hd, d.Hd).clone(), needs_grad[7]) : none()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(glamor_fast, CUDA, m) {
+  m.impl("gla_forward", &gla_forward_cuda);
+  m.impl("gla_backward", &gla_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace glamor_fast

@@ -1,0 +1,29 @@
+// The op schemas of glamor_fast, in one place. Kernels register per dispatch key elsewhere:
+// csrc/cpu/gla.cpp (CPU) and csrc/cuda/gla_binding.cpp (CUDA); fake kernels and autograd are
+// registered from Python (glamor_fast/ops/_ext.py).
+#include <Python.h>
+#include <torch/library.h>
+
+// `import glamor_fast._C` loads this shared library, which runs the registrations below.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(glamor_fast, m) {
+  // pooled (B, Dc) and attn (B, H, W) in the inputs' dtype; lse (B) the log-sum-exp of the
+  // scores, float64 for float64 inputs and float32 otherwise (saved for the backward).
+  m.def(
+      "gla_forward(Tensor face, Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
+      "Tensor? hidden_scale, Tensor? hidden_shift) -> (Tensor pooled, Tensor attn, Tensor lse)");
+  // Gradients of the 8 inputs given those of (pooled, attn, lse). needs_grad[i] false skips the
+  // work of input i and returns an empty (0,) tensor in its place.
+  m.def(
+      "gla_backward(Tensor grad_pooled, Tensor grad_attn, Tensor grad_lse, Tensor face, "
+      "Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? hidden_scale, "
+      "Tensor? hidden_shift, Tensor pooled, Tensor attn, Tensor lse, bool[8] needs_grad) -> "
+      "(Tensor grad_face, Tensor grad_context, Tensor grad_w1, Tensor grad_b1, Tensor grad_w2, "
+      "Tensor grad_b2, Tensor grad_hidden_scale, Tensor grad_hidden_shift)");
+}

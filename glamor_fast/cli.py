@@ -12,8 +12,18 @@ import sys
 
 COMMANDS = {
     "demo": ("glamor_fast.demo", "one forward and backward pass of GLAMOR-Net on a random batch"),
+    "quickstart": ("glamor_fast.quickstart",
+                   "the main job: generate the built-in dataset, train GLAMOR-Net, evaluate, write figures"),
+    "train": ("glamor_fast.train", "train a GLAMOR-Net preset (DDP under torchrun)"),
+    "eval": ("glamor_fast.evaluate", "accuracy, per-class accuracy and confusion matrix of a checkpoint"),
+    "visualize": ("glamor_fast.visualize", "attention maps (paper Figure 5) and a prediction grid (Figure 6)"),
+    "predict": ("glamor_fast.predict", "emotion and probabilities for images"),
+    "ablation": ("glamor_fast.ablation", "the paper's ablation table on the built-in dataset (Markdown)"),
+    "detect-faces": ("glamor_fast.data.faces_cli", "write face-box files for a CAER-S-layout dataset (Haar cascade)"),
+    "build-ncaer": ("glamor_fast.data.ncaer_cli", "build NCAER-S from the CAER videos"),
+    "bench": ("glamor_fast.bench_cli", "GLA benchmarks: every backend vs eager and torch.compile (run from a checkout)"),
 }
-MAIN_JOB = "demo"
+MAIN_JOB = "quickstart"
 
 
 def build_parser() -> argparse.ArgumentParser:

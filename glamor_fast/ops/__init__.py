@@ -35,12 +35,16 @@ def gla(
             backend use atomics where it has them.
     Returns:
         pooled (B, Dc) and attn (B, H, W), both differentiable.
+
+    The op computes in its inputs' dtype: autocast is switched off around it (cast the inputs
+    to choose a precision, as GlobalLocalAttention does with the encoder's output dtype).
     """
     B = check_gla_inputs(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)[0]
     module = backends.resolve(backend, context.device, context.dtype)
-    if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
-        return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
-    return module.gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic)
+    with torch.autocast(context.device.type, enabled=False):
+        if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
+            return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
+        return module.gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic)
 
 
 __all__ = ["gla", "gla_reference", "available_backends", "check_gla_inputs"]

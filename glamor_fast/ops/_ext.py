@@ -94,9 +94,11 @@ def _register() -> None:
         grad_pooled = torch.zeros_like(pooled) if grad_pooled is None else grad_pooled
         grad_attn = torch.zeros_like(attn) if grad_attn is None else grad_attn
         grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
-        grads = torch.ops.glamor_fast.gla_backward(
-            grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse, needs
-        )
+        # The kernels call ATen matmuls: autocast (if backward runs inside it) must not recast them.
+        with torch.autocast(pooled.device.type, enabled=False):
+            grads = torch.ops.glamor_fast.gla_backward(
+                grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse, needs
+            )
         return tuple(g if n else None for g, n in zip(grads, needs))
 
     torch.library.register_autograd("glamor_fast::gla_forward", backward, setup_context=setup_context)

@@ -150,9 +150,11 @@ def _backward(ctx, grad_pooled, grad_attn, *unused):
     needs = [ng[0], ng[1], ng[2], ng[3], ng[4], ng[5], ng[6] or ng[7]]
     if grad_pooled is None:
         grad_pooled = torch.zeros(pooled32.shape, dtype=context.dtype, device=context.device)
-    grads = torch.ops.glamor_fast.gla_triton_bwd(
-        grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores,
-        u, pooled32, needs, ctx.deterministic)
+    # The host side uses torch matmuls: autocast (if backward runs inside it) must not recast them.
+    with torch.autocast(context.device.type, enabled=False):
+        grads = torch.ops.glamor_fast.gla_triton_bwd(
+            grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores,
+            u, pooled32, needs, ctx.deterministic)
     result = []
     for i, g in enumerate(grads):
         wanted = ng[i] and (i < 6 or hidden_scale is not None)

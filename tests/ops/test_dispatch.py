@@ -92,3 +92,32 @@ def test_dispatch_traces_without_graph_breaks():
     compiled = torch.compile(lambda *xs: gla(*xs, backend="reference"), fullgraph=True, backend="eager")
     for got, want in zip(compiled(*inputs), gla_reference(*inputs)):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backward_inside", [False, True], ids=["backward-after", "backward-inside"])
+@pytest.mark.parametrize("backend", available_backends(torch.device("cpu"), torch.float32))
+def test_autocast_does_not_change_the_op(backend, backward_inside):
+    # The op computes in its inputs' dtype; a training loop under autocast must get exactly what
+    # it gets without autocast. Backward inside autocast is not PyTorch's recommended pattern and
+    # recasts the reference's plain-autograd backward, but the fused backends guard against it.
+    if backward_inside and backend == "reference":
+        pytest.skip("the reference backward is plain autograd, which autocast recasts by design")
+    inputs = make_gla_inputs(B=2, H=3, W=3, dtype=torch.float32, folded_bn=True, requires_grad=True)
+    args = [t for t in inputs if t is not None]
+
+    def forward():
+        pooled, attn = gla(*inputs, backend=backend)
+        return pooled, attn, pooled.square().sum() + attn.square().sum()
+
+    def grads(loss):
+        return list(torch.autograd.grad(loss, args))
+
+    pooled, attn, loss = forward()
+    plain = [pooled, attn, *grads(loss)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled, attn, loss = forward()
+        inside = grads(loss) if backward_inside else None
+    under_autocast = [pooled, attn, *(inside if backward_inside else grads(loss))]
+    for got, want in zip(under_autocast, plain):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

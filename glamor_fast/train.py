@@ -1,0 +1,96 @@
+"""``glamor-fast train``: train a GLAMOR-Net preset (single process, or DDP under torchrun).
+
+    glamor-fast train --model glamor-net --epochs 60                       # authors' defaults
+    torchrun --nproc_per_node 4 -m glamor_fast.cli train --data-root CAER-S --dataset caer-s
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from glamor_fast.training import CheckpointError, NonFiniteLossError, TrainConfig, train
+
+__all__ = ["add_arguments", "add_train_arguments", "config_from_args", "main", "train"]
+
+
+def _bool_flag(parser, name: str, default: bool, help_text: str) -> None:
+    parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig = None) -> None:
+    """Every TrainConfig field as a flag (the defaults shown are ``defaults``')."""
+    from glamor_fast.models import PRESETS
+    from glamor_fast.training.config import AMP_MODES, DATASETS, OPTIMIZERS, SCHEDULERS
+
+    d = defaults or TrainConfig()
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=d.model, choices=list(PRESETS), help="model preset (default %(default)s)")
+    g.add_argument("--encoder", default=d.encoder, choices=["conv5", "resnet18"], help="override the preset's encoder")
+    g.add_argument("--gla-hidden", type=int, default=d.gla_hidden, help="GLA hidden width (default: 128)")
+    g.add_argument("--gla-norm", default=d.gla_norm, choices=["batchnorm"], help="GLA hidden-layer norm")
+    g.add_argument("--dropout", type=float, default=d.dropout, help="fusion dropout (default: 0.5)")
+    g.add_argument("--backend", default=d.backend, help="GLA backend: auto, reference, cpp, triton, cuda (default %(default)s)")
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default=d.dataset, choices=DATASETS, help="default %(default)s")
+    g.add_argument("--data-root", default=d.data_root,
+                   help="dataset folder with train/ and test/ (builtin: default ./data/builtin, generated if absent)")
+    g.add_argument("--builtin-train", type=int, default=d.builtin_train, help="built-in dataset: train images when generating")
+    g.add_argument("--builtin-test", type=int, default=d.builtin_test, help="built-in dataset: test images when generating")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of train held out for validation when there is no val/ split; 0 validates on test "
+                        "(as the authors' code does) (default %(default)s)")
+    _bool_flag(g, "normalize", d.normalize, "ImageNet mean/std normalisation")
+    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default %(default)s)")
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (default %(default)s)")
+    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="default %(default)s")
+    g.add_argument("--lr", type=float, default=d.lr, help="default %(default)s")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default %(default)s")
+    g.add_argument("--scheduler", default=d.scheduler, choices=SCHEDULERS, help="per-epoch schedule (default %(default)s)")
+    g.add_argument("--milestones", type=int, nargs="*", default=d.milestones,
+                   help="step schedule: epochs where lr is multiplied by --gamma (default %(default)s)")
+    g.add_argument("--gamma", type=float, default=d.gamma, help="default %(default)s")
+    g.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="linear warm-up (default %(default)s)")
+    g.add_argument("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation (default %(default)s)")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (default: none)")
+    g.add_argument("--amp", default=d.amp, choices=AMP_MODES, help="mixed precision; fp16 needs CUDA (default %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default %(default)s")
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N (default %(default)s)")
+    g.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default: PyTorch's)")
+    g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
+    g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
+    _bool_flag(g, "progress", d.progress, "per-epoch progress bars")
+    g.add_argument("--max-batches-per-epoch", type=int, default=d.max_batches_per_epoch,
+                   help="cap batches per epoch (smoke tests)")
+    g.add_argument("--time-budget", dest="time_budget_s", type=float, default=d.time_budget_s, metavar="SECONDS",
+                   help="start no epoch that would end past this many seconds of training (default: none)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    import dataclasses
+
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_train_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+        result = train(cfg)
+    except KeyboardInterrupt:
+        return 130
+    except (NonFiniteLossError, CheckpointError, ValueError) as exc:
+        print(f"glamor-fast train: error: {exc}", file=sys.stderr)
+        return 1
+    if result.best_checkpoint is not None and os.environ.get("RANK", "0") == "0":
+        print(f"best validation accuracy {result.best_metric:.4f} at epoch {result.best_epoch}; "
+              f"checkpoint {result.best_checkpoint}; logs in {result.out_dir}")
+    return 0

@@ -1,0 +1,149 @@
+"""Datasets, samplers and loaders for training and evaluation.
+
+Data order is a pure function of (seed, epoch): the train sampler is torch's
+DistributedSampler (seeded permutation per epoch, sharded over ranks; one rank in a single
+process), so resuming at an epoch boundary replays exactly the batches an uninterrupted run
+would have seen.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from .config import TrainConfig
+from .distributed import DistInfo, barrier
+
+DEFAULT_BUILTIN_ROOT = "data/builtin"
+
+
+def resolve_data_root(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Path:
+    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed."""
+    if cfg.dataset == "builtin":
+        from glamor_fast.data import generate_builtin
+
+        root = Path(cfg.data_root or DEFAULT_BUILTIN_ROOT)
+        params = _builtin_params(root)
+        sizes = {k: v for k, v in (("num_train", cfg.builtin_train), ("num_test", cfg.builtin_test)) if v}
+        # An existing built-in dataset keeps its sizes unless new ones are asked for; calling
+        # generate_builtin anyway regenerates it when the generator's version has changed.
+        if info.is_main:
+            generate_builtin(root, **{**params, **sizes})
+        barrier(info)
+        return root
+    if cfg.data_root is None:
+        raise ValueError(f"--dataset {cfg.dataset} needs --data-root (the folder holding train/ and test/)")
+    root = Path(cfg.data_root)
+    if cfg.dataset == "ncaer-s" and (root / "images").is_dir():
+        root = root / "images"  # the layout `glamor-fast build-ncaer` writes
+    if not (root / "train").is_dir() and not (root / "test").is_dir():
+        raise ValueError(f"data root {root} has neither train/ nor test/ (expected <root>/<split>/<Emotion>/*.png)")
+    return root
+
+
+def _builtin_params(root: Path) -> dict:
+    """generate_builtin's arguments recorded in root/builtin.json ({} when there is none)."""
+    try:
+        stamp = json.loads((root / "builtin.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    keys = ("num_train", "num_test", "num_val", "seed", "image_size", "p_clear")
+    return {k: stamp[k] for k in keys if k in stamp}
+
+
+def face_visible(cfg: TrainConfig) -> bool:
+    from glamor_fast.models import PRESETS
+
+    return PRESETS[cfg.model].face_visible_in_context
+
+
+def make_dataset(root: Path, split: str, cfg: TrainConfig, train: bool) -> Dataset:
+    from glamor_fast.data import CAERSDataset
+
+    return CAERSDataset(root, split, train=train, face_visible=face_visible(cfg),
+                        normalize=cfg.normalize, seed=cfg.seed)
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, val) index split of range(n), val = round(n * fraction) (at least 1)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise ValueError(f"val_fraction={fraction} leaves no training samples out of {n}")
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def build_datasets(root: Path, cfg: TrainConfig) -> tuple[Dataset, Dataset, str, list[str]]:
+    """(train set, validation set, a description of the validation set, class names)."""
+    train_full = make_dataset(root, "train", cfg, train=True)
+    classes = list(train_full.classes)
+    if (root / "val").is_dir():
+        return train_full, make_dataset(root, "val", cfg, train=False), "val split", classes
+    if cfg.val_fraction > 0:
+        train_idx, val_idx = split_indices(len(train_full), cfg.val_fraction, cfg.seed)
+        val_full = make_dataset(root, "train", cfg, train=False)
+        desc = f"{len(val_idx)} images held out of train (val_fraction={cfg.val_fraction}, seed={cfg.seed})"
+        return Subset(train_full, train_idx), Subset(val_full, val_idx), desc, classes
+    # The authors' code (and most CAER-S work) selects the checkpoint on the test set.
+    return train_full, make_dataset(root, "test", cfg, train=False), "test split (val_fraction=0)", classes
+
+
+class SkippingSampler(Sampler):
+    """Wraps a DistributedSampler; ``skip`` drops the first indices of the next epoch (mid-epoch resume)."""
+
+    def __init__(self, inner: DistributedSampler):
+        self.inner = inner
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return iter(list(self.inner)[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.skip)
+
+
+class ShardSampler(Sampler):
+    """Indices rank, rank + world, ... in order: every sample evaluated exactly once over all ranks."""
+
+    def __init__(self, n: int, info: DistInfo):
+        self.indices = list(range(info.rank, n, info.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_loader(ds: Dataset, cfg: TrainConfig, info: DistInfo, pin_memory: bool = False) -> DataLoader:
+    sampler = SkippingSampler(DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank,
+                                                 shuffle=True, seed=cfg.seed, drop_last=False))
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                      pin_memory=pin_memory, drop_last=False, persistent_workers=False)
+
+
+def eval_loader(ds: Dataset, batch_size: int, info: DistInfo = DistInfo(), num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), info),
+                      num_workers=num_workers, pin_memory=pin_memory)
+
+
+def dataset_classes(ds: Dataset) -> list[str]:
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return list(ds.classes)
+
+
+def set_dataset_epoch(ds: Dataset, epoch: int) -> None:
+    """Select the dataset's augmentation stream for ``epoch`` (CAERSDataset draws from [seed, epoch, index])."""
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    if hasattr(ds, "set_epoch"):
+        ds.set_epoch(epoch)

@@ -5,6 +5,8 @@
 // the hidden tile Z = V_tile W1c^T (+ u) is one small GEMM into a thread-local buffer that stays
 // in cache, then bias, ReLU, optional folded BN, score, online softmax and the weighted sum are
 // done on it before the next tile. Nothing of size (B, N, Hd) is ever allocated.
+// When N is small (7x7), the tile is several whole batch elements (Split::batch) so that the
+// GEMMs are larger; W1c, an operand of every tile GEMM, is packed once per call (MKL pack API).
 // float16/bfloat16 inputs are converted to float32 at the boundary and the results back.
 #include "gla.h"
 
@@ -39,9 +41,24 @@ using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, cons
                           const double*, const double*, const int*, const double*, const int*,
                           const double*, double*, const int*);
 
+// MKL's packed-GEMM API (float only): W1c is an operand of every tile's GEMMs, so it is packed
+// into MKL's internal layout once per call instead of being re-packed by every sgemm_ call.
+// Enum values are those of mkl_cblas.h; MKL_INT is int (LP64, as for sgemm_).
+using pack_size_fn = size_t (*)(int identifier, int m, int n, int k);
+using pack_fn = void (*)(int layout, int identifier, int trans, int m, int n, int k, float alpha,
+                         const float* src, int ld, float* dest);
+using compute_fn = void (*)(int layout, int transa, int transb, int m, int n, int k, const float* a,
+                            int lda, const float* b, int ldb, float beta, float* c, int ldc);
+constexpr int kColMajor = 102, kNoTrans = 111, kTrans = 112, kPacked = 151, kAMatrix = 161,
+              kBMatrix = 162;
+
 struct Blas {
   sgemm_fn sgemm = nullptr;
   dgemm_fn dgemm = nullptr;
+  pack_size_fn pack_size = nullptr;
+  pack_fn pack = nullptr;
+  compute_fn compute = nullptr;
+  bool can_pack() const { return pack_size && pack && compute; }
 };
 
 const Blas& blas() {
@@ -53,6 +70,12 @@ const Blas& blas() {
     void* scope = handle != nullptr ? handle : RTLD_DEFAULT;
     b.sgemm = reinterpret_cast<sgemm_fn>(dlsym(scope, "sgemm_"));
     b.dgemm = reinterpret_cast<dgemm_fn>(dlsym(scope, "dgemm_"));
+    // GLAMOR_FAST_GEMM=nopack keeps sgemm_ but not the packed API (to compare the two).
+    if (b.sgemm != nullptr && !(force != nullptr && std::string(force) == "nopack")) {
+      b.pack_size = reinterpret_cast<pack_size_fn>(dlsym(scope, "cblas_sgemm_pack_get_size"));
+      b.pack = reinterpret_cast<pack_fn>(dlsym(scope, "cblas_sgemm_pack"));
+      b.compute = reinterpret_cast<compute_fn>(dlsym(scope, "cblas_sgemm_compute"));
+    }
     return b;
   }();
   return found;
@@ -169,6 +192,37 @@ TileView<T> tile_view(const Cells<T>& v, int64_t b, int64_t n0, int64_t T_, T* p
   return {pack, T_, true};
 }
 
+// All N cells of batch elements b0 .. b0 + nb - 1 as one tile of nb * N cells: read in place when
+// they are uniformly strided (contiguous channels_last), else copied to a CT buffer (Dc x nb N).
+template <typename T>
+bool batch_in_place(const Cells<T>& v) {
+  return v.layout == Layout::TC && v.sb == v.N * v.ld;
+}
+
+template <typename T>
+TileView<T> batch_view(const Cells<T>& v, int64_t b0, int64_t nb, T* buf /* (Dc, nb * N) */, T* pack /* (Dc, N) */) {
+  if (batch_in_place(v)) return {v.base + b0 * v.sb, v.ld, false};
+  const int64_t N = v.N, ld = nb * N;
+  for (int64_t i = 0; i < nb; ++i) {
+    const auto tv = tile_view(v, b0 + i, 0, N, pack);
+    for (int64_t c = 0; c < v.Dc; ++c) {
+      T* dst = buf + c * ld + i * N;
+      if (tv.ct) {
+        std::copy(tv.p + c * tv.ld, tv.p + c * tv.ld + N, dst);
+      } else {
+        for (int64_t j = 0; j < N; ++j) dst[j] = tv.p[j * tv.ld + c];
+      }
+    }
+  }
+  return {buf, ld, true};
+}
+
+// Cells [j0, j0 + T_) of a tile view.
+template <typename T>
+TileView<T> sub_view(const TileView<T>& tv, int64_t j0) {
+  return tv.ct ? TileView<T>{tv.p + j0, tv.ld, true} : TileView<T>{tv.p + j0 * tv.ld, tv.ld, false};
+}
+
 // ---------------------------------------------------------------------------------------------
 // The split of the B x N cells into items and of the items into groups (one per thread).
 struct Split {
@@ -177,6 +231,7 @@ struct Split {
   int64_t items;    // B * chunks
   int64_t groups;   // <= threads
   int64_t tile;     // cells per tile
+  int64_t batch;    // whole batch elements per tile GEMM (> 1 only when chunks == 1 and N is small)
 };
 
 Split make_split(int64_t B, int64_t N, int64_t Dc, int64_t Hd, size_t elem) {
@@ -198,6 +253,11 @@ Split make_split(int64_t B, int64_t N, int64_t Dc, int64_t Hd, size_t elem) {
   s.chunks = (N + s.chunk - 1) / s.chunk;
   s.items = B * s.chunks;
   s.groups = std::min<int64_t>(threads, s.items);
+  // Small N (e.g. 7x7): the tile GEMMs of several consecutive batch elements are done as one,
+  // of about kBatchCells cells. With MKL (1 thread, this paper shape), 256 GEMMs of 49 cells took
+  // 11.6 ms against 10.2 ms for 64 of 196 cells; 128 to 1024 cells measured the same.
+  constexpr int64_t kBatchCells = 256;
+  s.batch = (s.chunks == 1 && N <= s.tile && 2 * N <= kBatchCells) ? kBatchCells / N : 1;
   return s;
 }
 
@@ -218,10 +278,74 @@ struct Params {
   const T* shift;  // (Hd) or nullptr
 };
 
+// W1c packed by MKL for the tile GEMMs (float with MKL only; otherwise empty and unused).
+// A packed operand is only valid for the (m, n, k) it was packed for, so there is one per
+// distinct tile length: the full tile, the shorter last tile of an item, and the batched tile
+// (Split::batch * N); other lengths (a group's last, shorter batch) use plain sgemm_.
+// Packing costs about one tile GEMM's copy of W1c, and saves it on every tile.
+enum PackUse { kPackZ = 0, kPackDV = 1 };
+
+struct W1cPacks {
+  int64_t len[3] = {-1, -1, -1};
+  at::Tensor buf[3][2];  // [tile length slot][PackUse], bytes
+
+  template <typename T>
+  const float* find(PackUse use, int64_t T_) const {
+    if constexpr (!std::is_same_v<T, float>) return nullptr;
+    for (int i = 0; i < 3; ++i)
+      if (len[i] == T_ && buf[i][use].defined()) return reinterpret_cast<const float*>(buf[i][use].data_ptr());
+    return nullptr;
+  }
+};
+
+// Packs W1c for the z GEMM (A of Hd x T x Dc, from w1c_t) and, if dv, for the dV GEMM:
+// A of Dc x T x Hd (channels_last dV) or B of T x Dc x Hd (NCHW dV), from w1c.
+template <typename T>
+W1cPacks make_packs(const Params<T>& P, const Split& S, int64_t N, int64_t Dc, int64_t Hd, bool dv,
+                    bool dv_cells_major) {
+  W1cPacks pk;
+  if constexpr (std::is_same_v<T, float>) {
+    const Blas& bl = blas();
+    if (!bl.can_pack() || Hd == 0 || Dc == 0 || S.tile <= 0) return pk;
+    const int64_t last_len = N - (S.chunks - 1) * S.chunk;
+    const int64_t lens[3] = {S.tile, last_len % S.tile, S.batch > 1 ? S.batch * N : 0};
+    const int hd = Hd, dc = Dc;
+    for (int i = 0; i < 3; ++i) {
+      const int t = lens[i];
+      if (t <= 0 || (i >= 1 && t == lens[0]) || (i == 2 && t == lens[1])) continue;
+      pk.len[i] = t;
+      auto bytes = [](size_t n) { return at::empty({int64_t(n)}, at::TensorOptions().dtype(at::kByte)); };
+      pk.buf[i][kPackZ] = bytes(bl.pack_size(kAMatrix, hd, t, dc));
+      bl.pack(kColMajor, kAMatrix, kNoTrans, hd, t, dc, 1.f, P.w1c_t, hd,
+              reinterpret_cast<float*>(pk.buf[i][kPackZ].data_ptr()));
+      if (!dv) continue;
+      const int ldw = P.ldw;
+      if (dv_cells_major) {
+        pk.buf[i][kPackDV] = bytes(bl.pack_size(kAMatrix, dc, t, hd));
+        bl.pack(kColMajor, kAMatrix, kNoTrans, dc, t, hd, 1.f, P.w1c, ldw,
+                reinterpret_cast<float*>(pk.buf[i][kPackDV].data_ptr()));
+      } else {
+        pk.buf[i][kPackDV] = bytes(bl.pack_size(kBMatrix, t, dc, hd));
+        bl.pack(kColMajor, kBMatrix, kTrans, t, dc, hd, 1.f, P.w1c, ldw,
+                reinterpret_cast<float*>(pk.buf[i][kPackDV].data_ptr()));
+      }
+    }
+  }
+  return pk;
+}
+
 // z (T_, Hd) row-major = V_tile (T_, Dc) W1c^T, as a column-major (Hd x T_) GEMM. This output
 // orientation measured ~15% faster than (T_ x Hd) column-major with MKL.
 template <typename T>
-void hidden_tile(const Params<T>& P, const TileView<T>& tv, int64_t T_, int64_t Dc, int64_t Hd, T* z) {
+void hidden_tile(const Params<T>& P, const W1cPacks& pk, const TileView<T>& tv, int64_t T_, int64_t Dc,
+                 int64_t Hd, T* z) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (const float* a = pk.find<T>(kPackZ, T_)) {
+      blas().compute(kColMajor, kPacked, tv.ct ? kTrans : kNoTrans, Hd, T_, Dc, a, Hd, tv.p,
+                     std::max<int64_t>(tv.ld, 1), 0.f, z, Hd);
+      return;
+    }
+  }
   gemm<T>(false, tv.ct, Hd, T_, Dc, T(1), P.w1c_t, Hd, tv.p, tv.ld, T(0), z, Hd);
 }
 
@@ -398,39 +522,63 @@ void forward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t Hd
                     T* pooled /* (B, Dc) */, T* attn /* (B, N) */, T* lse /* (B) */) {
   const int64_t N = V.N, Dc = V.Dc;
   std::vector<T> state(S.items * (Dc + 2));
+  const W1cPacks pk = make_packs(P, S, N, Dc, Hd, false, false);
   at::parallel_for(0, S.groups, 1, [&](int64_t g0, int64_t g1) {
     std::vector<T> z(Hd * S.tile), p(S.tile);
     std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0);
+    const bool batched = S.batch > 1;
+    std::vector<T> zb(batched ? Hd * S.batch * N : 0);
+    std::vector<T> vb(batched && !batch_in_place(V) ? Dc * S.batch * N : 0);
+    // One tile of batch element b: z (T_, Hd) computed; scores, online softmax, pooling.
+    auto step = [&](const TileView<T>& tv, const T* zt, int64_t T_, int64_t b, int64_t n0, T* acc, T& m, T& l) {
+      const T* u = P.u + b * Hd;
+      T* s = attn + b * N + n0;  // raw scores for now
+      tile_scores(P, u, zt, T_, Hd, s);
+      T tmax = s[0];
+      for (int64_t j = 1; j < T_; ++j) tmax = std::max(tmax, s[j]);
+      const T m_new = std::max(m, tmax);
+      const T rescale = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
+      T tile_sum = 0;
+      for (int64_t j = 0; j < T_; ++j) {
+        p[j] = std::exp(s[j] - m_new);
+        tile_sum += p[j];
+      }
+      l = l * rescale + tile_sum;
+      m = m_new;
+      tile_pool(tv, p.data(), T_, Dc, rescale, acc);
+    };
     for (int64_t g = g0; g < g1; ++g) {
       auto [first, last] = group_items(S, g);
-      for (int64_t it = first; it < last; ++it) {
+      for (int64_t it = first; it < last;) {
+        const int64_t nb = std::min(S.batch, last - it);
+        if (nb > 1) {  // items are whole batch elements (chunks == 1), each a single tile
+          const auto tvb = batch_view(V, it, nb, vb.data(), pack.data());
+          hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
+          for (int64_t i = 0; i < nb; ++i) {
+            T* acc = state.data() + (it + i) * (Dc + 2);
+            std::fill(acc, acc + Dc, T(0));
+            T m = -std::numeric_limits<T>::infinity(), l = 0;
+            step(sub_view(tvb, i * N), zb.data() + i * N * Hd, N, it + i, 0, acc, m, l);
+            acc[Dc] = m;
+            acc[Dc + 1] = l;
+          }
+          it += nb;
+          continue;
+        }
         const int64_t b = it / S.chunks, n_begin = (it % S.chunks) * S.chunk;
         const int64_t n_end = std::min(N, n_begin + S.chunk);
         T* acc = state.data() + it * (Dc + 2);
         std::fill(acc, acc + Dc, T(0));
         T m = -std::numeric_limits<T>::infinity(), l = 0;
-        const T* u = P.u + b * Hd;
         for (int64_t n0 = n_begin; n0 < n_end; n0 += S.tile) {
           const int64_t T_ = std::min(S.tile, n_end - n0);
           const auto tv = tile_view(V, b, n0, T_, pack.data());
-          hidden_tile(P, tv, T_, Dc, Hd, z.data());
-          T* s = attn + b * N + n0;  // raw scores for now
-          tile_scores(P, u, z.data(), T_, Hd, s);
-          T tmax = s[0];
-          for (int64_t j = 1; j < T_; ++j) tmax = std::max(tmax, s[j]);
-          const T m_new = std::max(m, tmax);
-          const T rescale = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
-          T tile_sum = 0;
-          for (int64_t j = 0; j < T_; ++j) {
-            p[j] = std::exp(s[j] - m_new);
-            tile_sum += p[j];
-          }
-          l = l * rescale + tile_sum;
-          m = m_new;
-          tile_pool(tv, p.data(), T_, Dc, rescale, acc);
+          hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
+          step(tv, z.data(), T_, b, n0, acc, m, l);
         }
         acc[Dc] = m;
         acc[Dc + 1] = l;
+        ++it;
       }
     }
   });
@@ -484,63 +632,95 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
   using R = double;
   const int64_t N = V.N, Dc = V.Dc;
   const bool bn = P.scale != nullptr;
+  const W1cPacks pk = make_packs(P, S, N, Dc, Hd, need.context, dctx.cells_major);
   at::parallel_for(0, S.groups, 1, [&](int64_t g0, int64_t g1) {
     std::vector<T> z(Hd * S.tile), s(S.tile), ds(S.tile), a(S.tile);
     std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0), gv(S.tile), sums(4 * Hd);
+    const bool batched = S.batch > 1;
+    std::vector<T> zb(batched ? Hd * S.batch * N : 0);
+    std::vector<T> vb(batched && !batch_in_place(V) ? Dc * S.batch * N : 0);
+    T* dW1c = nullptr;
+    R *dw2 = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+    // One tile of batch element b (item it): z (T_, Hd) -> dz in place; vector sums; dV.
+    auto step = [&](const TileView<T>& tv, T* zt, int64_t T_, int64_t b, int64_t n0, R* du_it) {
+      const T* u = P.u + b * Hd;
+      const T* gpb = gp + b * Dc;
+      tile_scores(P, u, zt, T_, Hd, s.data());
+      tile_gv(tv, gpb, T_, Dc, gv.data());
+      for (int64_t j = 0; j < T_; ++j) {
+        a[j] = std::exp(s[j] - lse[b]);
+        ds[j] = a[j] * (gv[j] + ga[b * N + n0 + j] - delta[b]);
+      }
+      // dz overwrites z in place; tile sums in T, then into the double accumulators.
+      tile_dz(P, u, ds.data(), zt, T_, Hd, sums.data());
+      for (int64_t k = 0; k < Hd; ++k) {
+        dw2[k] += R(sums[k]);
+        du_it[k] += R(sums[3 * Hd + k]);
+      }
+      if (bn) {
+        for (int64_t k = 0; k < Hd; ++k) {
+          dgamma[k] += R(sums[Hd + k]);
+          dbeta[k] += R(sums[2 * Hd + k]);
+        }
+      }
+      if (need.context) {
+        // dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
+        const float* pw = pk.find<T>(kPackDV, T_);
+        if (dctx.cells_major) {  // column-major (Dc x T_), ld Dc
+          T* out = dctx.data + b * dctx.sb + n0 * Dc;
+          if constexpr (std::is_same_v<T, float>) {
+            if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, zt, Hd, 0.f, out, Dc);
+          }
+          if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, zt, Hd, T(0), out, Dc);
+          tile_outer(out, Dc, true, gpb, a.data(), T_, Dc);
+        } else {  // NCHW: column-major (T_ x Dc), ld N
+          T* out = dctx.data + b * dctx.sb + n0;
+          if constexpr (std::is_same_v<T, float>) {
+            if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, zt, Hd, pw, Hd, 0.f, out, dctx.N);
+          }
+          if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), zt, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
+          tile_outer(out, dctx.N, false, gpb, a.data(), T_, Dc);
+        }
+      }
+    };
+    // dW1c^T (Dc x Hd, col-major) += V_tile^T (Dc x T_) dZ (T_ x Hd)
+    auto add_dw1c = [&](const TileView<T>& tv, const T* dz, int64_t T_) {
+      if (need.w1c) gemm<T>(tv.ct, true, Dc, Hd, T_, T(1), tv.p, tv.ld, dz, Hd, T(1), dW1c, Dc);
+    };
     for (int64_t g = g0; g < g1; ++g) {
-      T* dW1c = partials + g * Hd * Dc;  // (Hd, Dc); the W1f part is done outside from du
-      R* dw2 = vec_partials + g * 3 * Hd;
-      R* dgamma = dw2 + Hd;
-      R* dbeta = dgamma + Hd;
+      dW1c = partials + g * Hd * Dc;  // (Hd, Dc); the W1f part is done outside from du
+      dw2 = vec_partials + g * 3 * Hd;
+      dgamma = dw2 + Hd;
+      dbeta = dgamma + Hd;
       std::fill(dW1c, dW1c + Hd * Dc, T(0));
       std::fill(dw2, dw2 + 3 * Hd, R(0));
       auto [first, last] = group_items(S, g);
-      for (int64_t it = first; it < last; ++it) {
+      for (int64_t it = first; it < last;) {
+        const int64_t nb = std::min(S.batch, last - it);
+        if (nb > 1) {  // items are whole batch elements (chunks == 1), each a single tile
+          const auto tvb = batch_view(V, it, nb, vb.data(), pack.data());
+          hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
+          for (int64_t i = 0; i < nb; ++i) {
+            R* du_it = du + (it + i) * Hd;
+            std::fill(du_it, du_it + Hd, R(0));
+            step(sub_view(tvb, i * N), zb.data() + i * N * Hd, N, it + i, 0, du_it);
+          }
+          add_dw1c(tvb, zb.data(), nb * N);
+          it += nb;
+          continue;
+        }
         const int64_t b = it / S.chunks, n_begin = (it % S.chunks) * S.chunk;
         const int64_t n_end = std::min(N, n_begin + S.chunk);
-        const T* u = P.u + b * Hd;
-        const T* gpb = gp + b * Dc;
         R* du_it = du + it * Hd;
         std::fill(du_it, du_it + Hd, R(0));
         for (int64_t n0 = n_begin; n0 < n_end; n0 += S.tile) {
           const int64_t T_ = std::min(S.tile, n_end - n0);
           const auto tv = tile_view(V, b, n0, T_, pack.data());
-          hidden_tile(P, tv, T_, Dc, Hd, z.data());
-          tile_scores(P, u, z.data(), T_, Hd, s.data());
-          tile_gv(tv, gpb, T_, Dc, gv.data());
-          for (int64_t j = 0; j < T_; ++j) {
-            a[j] = std::exp(s[j] - lse[b]);
-            ds[j] = a[j] * (gv[j] + ga[b * N + n0 + j] - delta[b]);
-          }
-          // dz overwrites z in place; tile sums in T, then into the double accumulators.
-          tile_dz(P, u, ds.data(), z.data(), T_, Hd, sums.data());
-          for (int64_t k = 0; k < Hd; ++k) {
-            dw2[k] += R(sums[k]);
-            du_it[k] += R(sums[3 * Hd + k]);
-          }
-          if (bn) {
-            for (int64_t k = 0; k < Hd; ++k) {
-              dgamma[k] += R(sums[Hd + k]);
-              dbeta[k] += R(sums[2 * Hd + k]);
-            }
-          }
-          if (need.w1c) {
-            // dW1c^T (Dc x Hd, col-major) += V_tile^T (Dc x T_) dZ (T_ x Hd)
-            gemm<T>(tv.ct, true, Dc, Hd, T_, T(1), tv.p, tv.ld, z.data(), Hd, T(1), dW1c, Dc);
-          }
-          if (need.context) {
-            // dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
-            if (dctx.cells_major) {  // column-major (Dc x T_), ld Dc
-              T* out = dctx.data + b * dctx.sb + n0 * Dc;
-              gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, z.data(), Hd, T(0), out, Dc);
-              tile_outer(out, Dc, true, gpb, a.data(), T_, Dc);
-            } else {  // NCHW: column-major (T_ x Dc), ld N
-              T* out = dctx.data + b * dctx.sb + n0;
-              gemm<T>(true, true, T_, Dc, Hd, T(1), z.data(), Hd, P.w1c, P.ldw, T(0), out, dctx.N);
-              tile_outer(out, dctx.N, false, gpb, a.data(), T_, Dc);
-            }
-          }
+          hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
+          step(tv, z.data(), T_, b, n0, du_it);
+          add_dw1c(tv, z.data(), T_);
         }
+        ++it;
       }
     }
   });

@@ -310,3 +310,23 @@ def test_glamornet_cpp_matches_reference():
                 assert pf.grad is None, name
                 continue
             torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-8, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("mode", ["pack", "aten"])
+def test_other_gemm_paths_match_too(mode):
+    """GLAMOR_FAST_GEMM=pack (MKL packed W1c, float32) and =aten (at::mm on views) are read once
+    per process, so the float32 tests run again in a subprocess with each."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, GLAMOR_FAST_GEMM=mode)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)),
+         "-k", "low_precision or scores_1e3_float32 or one_and_two_threads or glamornet"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "deselected" in out.stdout

@@ -809,12 +809,7 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                  const at::Tensor& attn, const at::Tensor& lse, std::array<bool, 8> needs_grad) {
   const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
                                 c10::DeviceType::CPU);
-  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({d.B, d.Dc}),
-              "glamor_fast: `grad_pooled` must be (B, Dc), got ", grad_pooled.sizes());
-  TORCH_CHECK(grad_attn.numel() == d.B * d.N && attn.numel() == d.B * d.N,
-              "glamor_fast: `grad_attn` and `attn` must have B*H*W elements");
-  TORCH_CHECK(lse.numel() == d.B && grad_lse.numel() == d.B,
-              "glamor_fast: `lse` and `grad_lse` must have B elements");
+  check_gla_backward_args(d, grad_pooled, grad_attn, grad_lse, attn, lse);
   const bool bn = hidden_scale.has_value();
   const auto st = context.scalar_type();
   const auto ct = compute_type(st);

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from glamor_fast.quickstart import add_recipe_arguments, recipe_config
-from glamor_fast.training import CheckpointError, NonFiniteLossError, train
+from glamor_fast.quickstart import add_recipe_arguments, recipe_config, run_reporting_errors
+from glamor_fast.training import train
 from glamor_fast.training.logs import atomic_write_text
 
 # preset -> (setting, paper notation)
@@ -105,11 +104,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        ablation(args)
-    except KeyboardInterrupt:
-        return 130
-    except (NonFiniteLossError, CheckpointError, ValueError) as exc:
-        print(f"glamor-fast ablation: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_errors("ablation", ablation, args)

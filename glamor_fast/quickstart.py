@@ -121,12 +121,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of training after which no new epoch starts (default %(default)s)")
 
 
-def main(args: argparse.Namespace) -> int:
+def run_reporting_errors(command: str, job, args: argparse.Namespace) -> int:
+    """Exit status of ``job(args)``: 130 on Ctrl-C, 1 with a one-line message on a training error."""
     try:
-        quickstart(args)
+        job(args)
     except KeyboardInterrupt:
         return 130
     except (NonFiniteLossError, CheckpointError, ValueError) as exc:
-        print(f"glamor-fast quickstart: error: {exc}", file=sys.stderr)
+        print(f"glamor-fast {command}: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("quickstart", quickstart, args)

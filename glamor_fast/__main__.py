@@ -1,6 +1,6 @@
 """`python -m glamor_fast` = the `glamor-fast` command."""
 import sys
 
-from .cli import main
+from glamor_fast.cli import main
 
 sys.exit(main())

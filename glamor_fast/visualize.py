@@ -9,8 +9,6 @@ cell shows the image with the predicted emotion, green when right, red when wron
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -180,27 +178,3 @@ def visualize(checkpoints: Sequence, out_dir, split: str = "test", num: int = 7,
         written["attention_maps"] = figure5(models, pick_indices(labels, num, ncls, seed + 1),
                                             out_dir / "attention_maps.png", dev)
     return written
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                        help="one or more checkpoints (e.g. a CAER-Net-S and a GLAMOR-Net run to compare)")
-    parser.add_argument("--out-dir", default="runs/visualize", help="default %(default)s")
-    parser.add_argument("--split", default="test", help="default %(default)s")
-    parser.add_argument("--num", type=int, default=7, help="samples in the attention figure (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="sample choice (default %(default)s)")
-    parser.add_argument("--data-root", help="default: the first checkpoint's dataset")
-    parser.add_argument("--device", default="auto", help="default %(default)s")
-    parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        written = visualize(args.checkpoints, args.out_dir, args.split, args.num, args.seed, args.data_root,
-                            args.device, args.backend)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"glamor-fast visualize: error: {exc}", file=sys.stderr)
-        return 1
-    for name, path in written.items():
-        print(f"wrote {path}")
-    return 0

@@ -5,7 +5,7 @@ import pytest
 from matplotlib import cbook
 
 from glamor_fast.data import CAERSDataset, HaarFaceDetector, detect_faces, read_image
-from glamor_fast.data import faces_cli
+from glamor_fast.cli import detect_faces as faces_cli
 
 
 def _iou(a, b):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from glamor_fast.data import CAERSDataset, build_ncaer, read_image
-from glamor_fast.data import ncaer_cli
+from glamor_fast.cli import build_ncaer as ncaer_cli
 from glamor_fast.data.ncaer import choose_frames
 
 H, W = 48, 64

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from glamor_fast.ops import _ext, gla, gla_reference
-from tests.conftest import requires_cuda
+from tests.conftest import GPU_MARKS
 from tests.helpers import make_gla_inputs
 from tests.ops.test_cpp import GRID, _max_err, _run, _sliced
 
-pytestmark = requires_cuda
+pytestmark = GPU_MARKS
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """``glamor-fast ablation``: the paper's Table 2 on the built-in dataset, as a Markdown table.
 
-Trains every setting with the quick-start recipe (glamor_fast.quickstart.QUICK_RECIPE; the
+Trains every setting with the quick-start recipe (glamor_fast.cli.quickstart.QUICK_RECIPE; the
 number of epochs is --epochs), evaluates its best-validation checkpoint on the test split and
 writes runs/ablation/ablation.md and ablation.json. Each setting's run lives in
 runs/ablation/<preset>/; a finished setting (its result.json, same recipe) is reused, so an
@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from glamor_fast.quickstart import add_recipe_arguments, recipe_config, run_reporting_errors
+from glamor_fast.cli.quickstart import add_recipe_arguments, recipe_config, run_reporting_errors
 from glamor_fast.training import train
 from glamor_fast.training.logs import atomic_write_text
 

@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from .models import GLAMORNet
-from .ops.backends import choose_backend
+from glamor_fast.models import GLAMORNet
+from glamor_fast.ops.backends import choose_backend
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
-"""The ``glamor-fast`` command line: one sub-command per module.
+"""The ``glamor-fast`` command line: one sub-command per module of this package.
 
-Each module named in COMMANDS exposes ``add_arguments(parser)`` and ``main(args) -> int``.
+The library holds no argparse; each module here named in COMMANDS exposes ``add_arguments(parser)`` and ``main(args) -> int``.
 ``glamor-fast`` with no sub-command runs MAIN_JOB, the README quick start's main job.
 """
 from __future__ import annotations
@@ -11,17 +11,17 @@ import logging
 import sys
 
 COMMANDS = {
-    "demo": ("glamor_fast.demo", "one forward and backward pass of GLAMOR-Net on a random batch"),
-    "quickstart": ("glamor_fast.quickstart",
+    "demo": ("glamor_fast.cli.demo", "one forward and backward pass of GLAMOR-Net on a random batch"),
+    "quickstart": ("glamor_fast.cli.quickstart",
                    "the main job: generate the built-in dataset, train GLAMOR-Net, evaluate, write figures"),
-    "train": ("glamor_fast.train", "train a GLAMOR-Net preset (DDP under torchrun)"),
-    "eval": ("glamor_fast.evaluate", "accuracy, per-class accuracy and confusion matrix of a checkpoint"),
-    "visualize": ("glamor_fast.visualize", "attention maps (paper Figure 5) and a prediction grid (Figure 6)"),
-    "predict": ("glamor_fast.predict", "emotion and probabilities for images"),
-    "ablation": ("glamor_fast.ablation", "the paper's ablation table on the built-in dataset (Markdown)"),
-    "detect-faces": ("glamor_fast.data.faces_cli", "write face-box files for a CAER-S-layout dataset (Haar cascade)"),
-    "build-ncaer": ("glamor_fast.data.ncaer_cli", "build NCAER-S from the CAER videos"),
-    "bench": ("glamor_fast.bench_cli", "GLA benchmarks: every backend vs eager and torch.compile (run from a checkout)"),
+    "train": ("glamor_fast.cli.train", "train a GLAMOR-Net preset (DDP under torchrun)"),
+    "eval": ("glamor_fast.cli.evaluate", "accuracy, per-class accuracy and confusion matrix of a checkpoint"),
+    "visualize": ("glamor_fast.cli.visualize", "attention maps (paper Figure 5) and a prediction grid (Figure 6)"),
+    "predict": ("glamor_fast.cli.predict", "emotion and probabilities for images"),
+    "ablation": ("glamor_fast.cli.ablation", "the paper's ablation table on the built-in dataset (Markdown)"),
+    "detect-faces": ("glamor_fast.cli.detect_faces", "write face-box files for a CAER-S-layout dataset (Haar cascade)"),
+    "build-ncaer": ("glamor_fast.cli.build_ncaer", "build NCAER-S from the CAER videos"),
+    "bench": ("glamor_fast.cli.bench", "GLA benchmarks: every backend vs eager and torch.compile (run from a checkout)"),
 }
 MAIN_JOB = "quickstart"
 

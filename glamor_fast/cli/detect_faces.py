@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .faces import HaarFaceDetector, detect_faces
+from glamor_fast.data.faces import HaarFaceDetector, detect_faces
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ def test_top_level_help_lists_the_commands(capsys):
 
 
 def test_train_defaults_are_the_authors_and_flags_reach_the_config():
-    from glamor_fast.train import config_from_args
+    from glamor_fast.cli.train import config_from_args
     from glamor_fast.training import TrainConfig
 
     parser = build_parser()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .ncaer import DEFAULT_PARTS, build_ncaer, format_counts
+from glamor_fast.data.ncaer import DEFAULT_PARTS, build_ncaer, format_counts
 
 
 def add_arguments(parser) -> None:

@@ -1,0 +1,34 @@
+"""``glamor-fast eval``: the command line of ``glamor_fast.evaluate``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from glamor_fast.evaluate import evaluate_checkpoint
+from glamor_fast.training.checkpoint import CheckpointError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a checkpoint written by `glamor-fast train` (best.pt/last.pt)")
+    parser.add_argument("--data-root", help="dataset root (default: the one the checkpoint was trained on)")
+    parser.add_argument("--dataset", choices=["builtin", "caer-s", "ncaer-s"], help="default: the checkpoint's")
+    parser.add_argument("--split", default="test", help="split folder to evaluate (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default %(default)s)")
+    parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="default %(default)s")
+    parser.add_argument("--num-workers", type=int, default=0, help="default %(default)s")
+    parser.add_argument("--out-dir", help="where the PNG and JSON go (default: the checkpoint's folder)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
+                            batch_size=args.batch_size, device=args.device, backend=args.backend,
+                            out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
+                            progress=args.progress)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"glamor-fast eval: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

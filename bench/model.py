@@ -89,22 +89,25 @@ def settings_to_run(backends: list[str], compile_ok: bool, quick: bool) -> list[
     return list(dict.fromkeys(out))
 
 
-def make_batch(batch: int, channels_last: bool, seed: int = 0):
+def make_batch(batch: int, channels_last: bool, seed: int = 0, device: torch.device = torch.device("cpu")):
     g = torch.Generator().manual_seed(seed)
-    face = torch.rand(batch, 3, 96, 96, generator=g)
-    context = torch.rand(batch, 3, 112, 112, generator=g)
-    labels = torch.randint(0, 7, (batch,), generator=g)
+    face = torch.rand(batch, 3, 96, 96, generator=g).to(device)
+    context = torch.rand(batch, 3, 112, 112, generator=g).to(device)
+    labels = torch.randint(0, 7, (batch,), generator=g).to(device)
     if channels_last:
         face = face.contiguous(memory_format=torch.channels_last)
         context = context.contiguous(memory_format=torch.channels_last)
     return face, context, labels
 
 
-def build_step(s: Setting, preset: str, batch: int):
-    """A zero-argument callable doing one step of ``s``, and the model it uses."""
+def build_step(s: Setting, preset: str, batch: int, device: torch.device = torch.device("cpu")):
+    """A zero-argument callable doing one step of ``s`` on ``device``, and the model it uses.
+
+    On CUDA the step synchronises before returning, so a host clock around it times the work.
+    """
     torch.manual_seed(0)
-    model = build_model(preset, backend=s.backend)
-    face, context, labels = make_batch(batch, s.channels_last)
+    model = build_model(preset, backend=s.backend).to(device)
+    face, context, labels = make_batch(batch, s.channels_last, device=device)
     if s.mode == "infer":
         model.eval()
         if s.fold_bn:
@@ -126,14 +129,22 @@ def build_step(s: Setting, preset: str, batch: int):
             loss = F.cross_entropy(net(face, context), labels)
             loss.backward()
             opt.step()
+            _sync(device)
             return loss.detach()
     else:
         guard = torch.inference_mode if s.inference_mode else torch.no_grad
 
         def step():
             with guard():
-                return net(face, context)
+                out = net(face, context)
+            _sync(device)
+            return out
     return step, model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_steps(step, steps: int, warmup: int) -> dict:
@@ -150,7 +161,8 @@ def time_steps(step, steps: int, warmup: int) -> dict:
     return {"median_s": statistics.median(times), "iqr_s": q[2] - q[0], "steps": steps, "warmup_s": warm_s}
 
 
-def run_sweep(settings: list[Setting], preset: str, batch: int, steps: int, log=print) -> list[dict]:
+def run_sweep(settings: list[Setting], preset: str, batch: int, steps: int, log=print,
+              device: torch.device = torch.device("cpu")) -> list[dict]:
     """Build and warm up every setting, then time them round-robin, one step each per round.
 
     Interleaving spreads a shared machine's load changes over all settings alike instead of
@@ -158,12 +170,12 @@ def run_sweep(settings: list[Setting], preset: str, batch: int, steps: int, log=
     """
     prepared = []
     for s in settings:
-        step, _ = build_step(s, preset, batch)
+        step, _ = build_step(s, preset, batch, device)
         t0 = time.perf_counter()
         for _ in range(2 if s.compile else 1):
             step()
         warm_s = time.perf_counter() - t0
-        mem = peak_extra_bytes(step, torch.device("cpu"))
+        mem = peak_extra_bytes(step, device)
         prepared.append((s, step, warm_s, mem, [], []))
         log(f"  prepared {s.mode:<5} {s.label:<58} warm-up {warm_s:6.1f} s  peak extra {mem / 1e6:7.1f} MB")
     for _ in range(steps):
@@ -250,6 +262,7 @@ def profile_split(preset: str, batch: int, backend: str) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer settings and steps")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--preset", default="glamor-net")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -267,8 +280,10 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
         add_arguments(parser)
         args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cpu = torch.device("cpu")
-    names, skipped = select_backends(cpu, args.backends)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench.model: --device cuda but torch sees no CUDA device")
+    names, skipped = select_backends(device, args.backends)
     backends = ["reference" if n == "eager" else n for n in names if n != "compile"]
     for n in backends:
         if n not in BACKEND_MODULES:
@@ -280,8 +295,9 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
     print(f"GLAMOR-Net ({args.preset}) batch {args.batch}, {args.threads} threads, {meta['cpu_model']}, "
           f"load {meta['load_average']}; GLA backends {backends}" +
           "".join(f"\n  skipped {k}: {v}" for k, v in skipped.items()))
-    results = run_sweep(settings_to_run(backends, not args.no_compile, args.quick), args.preset, args.batch, steps)
-    split = None if args.no_profile else profile_split(args.preset, args.batch, backends[-1])
+    results = run_sweep(settings_to_run(backends, not args.no_compile, args.quick), args.preset, args.batch, steps,
+                        device=device)
+    split = None if args.no_profile or device.type != "cpu" else profile_split(args.preset, args.batch, backends[-1])
     if split is not None:
         print("profile of one eager step (backend %s):" % backends[-1])
         for mode, d in split.items():

@@ -36,8 +36,9 @@ def _run(fn, x, gp=None, ga=None):
     """Forward of fn on x and the gradients of sum(p*gp) + sum(a*ga) w.r.t. every input."""
     x = [None if t is None else t.detach().clone().requires_grad_(True) for t in x]
     p, a = fn(*x)
-    gp = torch.randn(p.shape, dtype=torch.float64).to(p.dtype) if gp is None else gp
-    ga = torch.randn(a.shape, dtype=torch.float64).to(a.dtype) if ga is None else ga
+    # drawn on the CPU so a CUDA run and its CPU reference see the same numbers
+    gp = torch.randn(p.shape, dtype=torch.float64).to(p.device, p.dtype) if gp is None else gp
+    ga = torch.randn(a.shape, dtype=torch.float64).to(a.device, a.dtype) if ga is None else ga
     loss = (p * gp).sum() + (a * ga).sum()
     grads = torch.autograd.grad(loss, _params(x))
     return p.detach(), a.detach(), list(grads), gp, ga

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One device-machine session: build the CUDA extension, run the GPU tests, the GLA op benchmark
+# and the model benchmark on CUDA. Logs and JSON go to $OUT (default ./gpu_out).
+#   bash bench/gpu_session.sh [pytest args...]
+set -uo pipefail
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/card.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/card.txt"
+t0=$(date +%s)
+python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo BUILD FAILED; }
+echo "build: $(( $(date +%s) - t0 )) s"
+# kernels/ installs as glamor_fast.kernels; in a bare checkout the backend finds it as kernels.gla
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c "from glamor_fast.ops import _ext; print('ext error:', _ext.load_error(), 'CUDA kernels:', _ext.has_kernel('CUDA'))"
+timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=120 -rfE "$@" 2>&1 | tee "$OUT/pytest_gpu.log" | tail -60
+timeout ${GLA_S:-150} python3 -m bench.gla --device cuda --quick --json "$OUT/gla_cuda.json" 2>&1 | tee "$OUT/bench_gla.log" | tail -40
+timeout ${MODEL_S:-150} python3 -m bench.model --device cuda --quick --json "$OUT/model_cuda.json" 2>&1 | tee "$OUT/bench_model.log" | tail -30
+echo "session: $(( $(date +%s) - t0 )) s"

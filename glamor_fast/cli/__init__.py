@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Optional
 
 COMMANDS = {
     "demo": ("glamor_fast.cli.demo", "one forward and backward pass of GLAMOR-Net on a random batch"),
@@ -26,7 +27,9 @@ COMMANDS = {
 MAIN_JOB = "quickstart"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``only``, the arguments of that command alone (its
+    module is the only one imported: the others are listed with their one-line help)."""
     parser = argparse.ArgumentParser(
         prog="glamor-fast",
         description=f"glamor_fast: fused Global-Local Attention and GLAMOR-Net. "
@@ -36,13 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(p)
+        if only is None or name == only:
+            importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def _command_in(argv: list) -> str:
+    """The command argv names (the first word that is one), else MAIN_JOB."""
+    return next((a for a in argv if a in COMMANDS), MAIN_JOB)
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    command = _command_in(argv)
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*argv, MAIN_JOB])

@@ -25,6 +25,17 @@ def test_top_level_help_lists_the_commands(capsys):
     assert MAIN_JOB in COMMANDS
 
 
+def test_a_command_imports_only_its_own_module():
+    """`glamor-fast demo --help` loads glamor_fast.cli.demo and no other command module."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom glamor_fast.cli import main\ntry:\n    main(['demo', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('glamor_fast.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "['glamor_fast.cli.demo']"
+
+
 def test_train_defaults_are_the_authors_and_flags_reach_the_config():
     from glamor_fast.cli.train import config_from_args
     from glamor_fast.training import TrainConfig

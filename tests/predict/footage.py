@@ -32,11 +32,12 @@ def write_rgb(path: Path, rgb: np.ndarray) -> Path:
 
 
 def moving_face_video(path: Path, frames: int = 24, fps: float = 12.0, size=(240, 180), step: int = 3) -> Path:
-    """An mp4v video: a grey background and the photograph (96x112) sliding right ``step`` px a frame."""
+    """A video (codec by extension: .webm VP8, .avi MJPG, others mp4v): a grey background and the photograph (96x112) sliding right ``step`` px a frame."""
     face = cv2.cvtColor(cv2.resize(grace(), (96, 112), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
     w, h = size
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    fourcc = {".webm": "VP80", ".avi": "MJPG"}.get(path.suffix.lower(), "mp4v")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
     assert writer.isOpened()
     for i in range(frames):
         frame = np.full((h, w, 3), 90, np.uint8)

@@ -2,10 +2,11 @@
 per-track temporal smoothing of class probabilities.
 
 Detection runs every N frames; between detections each track keeps its last detected box, so
-every frame still gets one record per tracked face. A track missed by one detection round is
-still shown at its last box (detectors such as Haar flicker); missed by ``hold_missed + 1``
-rounds it is hidden but can still be matched again under its id; missed by more than
-``max_missed`` it is dropped. Ids are never reused.
+every frame still gets one record per tracked face. A track found in at least two rounds and
+then missed by one is still shown at its last box (detectors such as Haar flicker); a track
+found only once is hidden as soon as it is missed (most of Haar's false positives last one
+frame); missed by more than ``hold_missed`` rounds a track is hidden but can still be matched
+again under its id; missed by more than ``max_missed`` it is dropped. Ids are never reused.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Track:
     box: Box
     score: Optional[float]
     missed: int = 0           # consecutive detections that did not find this face
+    hits: int = 1             # detection rounds that found it
 
 
 @dataclass
@@ -79,6 +81,7 @@ class FaceTracker:
             used_d.add(di)
             t = self.tracks[ti]
             t.box, t.score, t.missed = tuple(detections[di].box), detections[di].score, 0
+            t.hits += 1
         for ti, t in enumerate(self.tracks):
             if ti not in used_t:
                 t.missed += 1
@@ -90,8 +93,10 @@ class FaceTracker:
         return self.current()
 
     def current(self) -> list[Track]:
-        """Tracks shown until the next detection round (missed at most ``hold_missed`` times), sorted by id."""
-        return sorted((t for t in self.tracks if t.missed <= self.hold_missed), key=lambda t: t.id)
+        """Tracks shown until the next detection round, sorted by id: those found by the latest round,
+        and those found in two or more rounds and missed since at most ``hold_missed`` times."""
+        return sorted((t for t in self.tracks if t.missed == 0 or (t.hits > 1 and t.missed <= self.hold_missed)),
+                      key=lambda t: t.id)
 
 
 class ProbSmoother:

@@ -6,7 +6,8 @@ import json
 import sys
 
 from glamor_fast.data.faces import DETECTORS, MissingExtraError
-from glamor_fast.predict.run import DEFAULT_CHECKPOINT, DEFAULT_DETECT_SIDE, DEFAULT_EVERY, JSONL_NAME
+from glamor_fast.predict.run import (DEFAULT_CHECKPOINT, DEFAULT_DETECT_SIDE, DEFAULT_EVERY, DEFAULT_MIN_FACE,
+                                     JSONL_NAME)
 from glamor_fast.training.checkpoint import CheckpointError
 
 
@@ -50,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="blend the faces' attention maps over the annotated frames (GLA/CA models)")
     parser.add_argument("--detect-side", type=_positive_int, default=DEFAULT_DETECT_SIDE, metavar="PIXELS",
                         help="haar: detect on a copy downscaled to this longer side (default %(default)s)")
+    parser.add_argument("--min-face", type=_positive_int, default=DEFAULT_MIN_FACE, metavar="PIXELS",
+                        help="ignore faces smaller than this (pixels of the original frame; default %(default)s)")
     parser.add_argument("--batch-frames", type=_positive_int, default=8, metavar="N",
                         help="frames whose faces go through the model in one forward pass (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="also print every record as a JSON line")
@@ -68,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = predict(args.inputs, args.checkpoint, args.out, detector=args.detector, every=args.every,
                          attention=args.attention, smooth=args.smooth, device=args.device, backend=args.backend,
-                         batch_frames=args.batch_frames, detect_side=args.detect_side,
+                         batch_frames=args.batch_frames, detect_side=args.detect_side, min_face=args.min_face,
                          progress=args.progress or sys.stderr.isatty(), on_record=on_record, on_error=error)
     except (CheckpointError, MissingExtraError, ValueError, OSError) as exc:
         error(str(exc))

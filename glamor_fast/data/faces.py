@@ -179,9 +179,14 @@ class DlibCNNDetector:
 
 
 class DlibHOGDetector:
-    """dlib's HOG frontal-face detector; score: the SVM margin (higher is surer), kept when >= ``min_score``."""
+    """dlib's HOG frontal-face detector; score: the SVM margin (higher is surer), kept when >= ``min_score``.
 
-    def __init__(self, upsample: int = 1, min_score: float = 0.0):
+    ``upsample`` 0 (default) finds faces from about 80 px up; each upsampling halves that and
+    costs about 4x the time. On the bench clip (bench/RESULTS.md) it beat Haar in speed and
+    false positives at upsample 0.
+    """
+
+    def __init__(self, upsample: int = 0, min_score: float = 0.0):
         dlib = _import_dlib()
         self.detector = dlib.get_frontal_face_detector()
         self.upsample = upsample

@@ -41,6 +41,7 @@ JSONL_NAME = "predictions.jsonl"
 RECORD_FIELDS = ("source", "frame", "time_s", "track", "box", "detector_score", "emotion", "probs")
 DEFAULT_EVERY = 5          # detect on every 5th video frame; the tracker fills the frames between
 DEFAULT_DETECT_SIDE = 480  # Haar runs on frames downscaled to this longer side
+DEFAULT_MIN_FACE = 40      # smaller faces are ignored (the model sees faces at 96x96); also halves Haar's time
 
 
 @dataclass
@@ -62,7 +63,8 @@ class _Frame:
 def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Callable] = "haar",
             every: int = DEFAULT_EVERY, attention: bool = False, smooth: Optional[float] = None,
             device: str = "auto", backend: Optional[str] = None, batch_frames: int = 8,
-            detect_side: Optional[int] = DEFAULT_DETECT_SIDE, progress: bool = False,
+            detect_side: Optional[int] = DEFAULT_DETECT_SIDE, min_face: int = DEFAULT_MIN_FACE,
+            progress: bool = False,
             on_record: Optional[Callable[[dict], None]] = None,
             on_error: Optional[Callable[[str], None]] = None) -> PredictResult:
     """Classify every face in ``inputs`` (image/video files, folders) with ``checkpoint``; write to ``out_dir``.
@@ -75,6 +77,8 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
             probabilities (None: off).
         batch_frames: frames whose faces go through the model in one forward pass.
         detect_side: Haar only: longer side of the downscaled copy it runs on (None: full size).
+        min_face: faces whose box is smaller than this many pixels (width or height, in the
+            original frame) are ignored, whatever the detector.
         on_record: called with each record as it is written; on_error with each failed input's line.
     Raises (before any input is read) CheckpointError, ValueError for bad options, OSError when
     ``out_dir`` cannot be written.
@@ -93,13 +97,15 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
         raise ValueError(f"--attention needs a model with GLA or CA attention; checkpoint {checkpoint} has "
                          f"attention {classifier.attention!r}")
     if isinstance(detector, str):
-        detector = make_detector(detector, **({"max_side": detect_side} if detector == "haar" else {}))
+        detector = make_detector(detector, **({"max_side": detect_side, "min_size": min_face}
+                                              if detector == "haar" else {}))
     report = on_error or (lambda line: None)
     for line in errors:
         report(line)
     result = PredictResult(errors=list(errors))
     jsonl = JsonLines(out_dir / JSONL_NAME)
-    job = _Job(classifier, detector, int(every), attention, smooth, int(batch_frames), progress, jsonl, on_record)
+    job = _Job(classifier, detector, int(every), attention, smooth, int(batch_frames), int(min_face), progress,
+               jsonl, on_record)
     try:
         for src in tqdm(sources, desc="predict", unit="file", disable=not progress or len(sources) < 2):
             mark = jsonl.mark()
@@ -150,9 +156,9 @@ class _Job:
     """The per-input work of one ``predict`` call (model, detector and options shared by all inputs)."""
 
     def __init__(self, classifier: FaceClassifier, detector: Callable, every: int, attention: bool,
-                 smooth: Optional[float], batch_frames: int, progress: bool, jsonl: JsonLines,
+                 smooth: Optional[float], batch_frames: int, min_face: int, progress: bool, jsonl: JsonLines,
                  on_record: Optional[Callable]):
-        self.classifier, self.detector, self.every = classifier, detector, every
+        self.classifier, self.detector, self.every, self.min_face = classifier, detector, every, min_face
         self.attention, self.smooth, self.batch_frames = attention, smooth, batch_frames
         self.progress, self.jsonl, self.on_record = progress, jsonl, on_record
         self.max_faces = 32  # faces per forward pass at most (bounds memory in crowded frames)
@@ -215,6 +221,8 @@ class _Job:
             box, score = d[0], d[1]
             if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
                 raise ValueError(f"{src.path}: the detector returned an invalid box {tuple(box)}")
+            if min(box[2] - box[0], box[3] - box[1]) < self.min_face:
+                continue
             out.append(Detection(tuple(int(v) for v in box), None if score is None else float(score)))
         return out
 

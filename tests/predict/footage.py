@@ -31,9 +31,9 @@ def write_rgb(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
-def moving_face_video(path: Path, frames: int = 24, fps: float = 12.0, size=(240, 180), step: int = 3) -> Path:
-    """A video (codec by extension: .webm VP8, .avi MJPG, others mp4v): a grey background and the photograph (96x112) sliding right ``step`` px a frame."""
-    face = cv2.cvtColor(cv2.resize(grace(), (96, 112), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+def moving_face_video(path: Path, frames: int = 24, fps: float = 12.0, size=(320, 240), step: int = 3) -> Path:
+    """A video (codec by extension: .webm VP8, .avi MJPG, others mp4v): a grey background and the photograph (128x150, the face about 70 px) sliding right ``step`` px a frame."""
+    face = cv2.cvtColor(cv2.resize(grace(), (128, 150), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
     w, h = size
     path.parent.mkdir(parents=True, exist_ok=True)
     fourcc = {".webm": "VP80", ".avi": "MJPG"}.get(path.suffix.lower(), "mp4v")
@@ -42,7 +42,7 @@ def moving_face_video(path: Path, frames: int = 24, fps: float = 12.0, size=(240
     for i in range(frames):
         frame = np.full((h, w, 3), 90, np.uint8)
         x = 10 + step * i
-        frame[30:142, x:x + 96] = face
+        frame[40:190, x:x + 128] = face
         writer.write(frame)
     writer.release()
     return path

@@ -10,7 +10,7 @@ import pytest
 
 import glamor_fast.data.transforms as transforms
 from glamor_fast.data import read_image
-from glamor_fast.predict import RECORD_FIELDS, FaceClassifier, predict
+from glamor_fast.predict import RECORD_FIELDS, FaceClassifier, ProbSmoother, predict
 from glamor_fast.predict.tracking import iou
 
 from .footage import GRACE_FACE, GRACE_PATH, count_frames, grace, moving_face_video, two_faces, write_rgb
@@ -88,23 +88,25 @@ def test_video_one_stable_track_every_frame_annotated(ckpt, tmp_path, monkeypatc
     # boxes follow the face (it moves 3 px a frame) and stay put between detections
     assert records[21]["box"][0] - records[0]["box"][0] > 40
     assert records[1]["box"] == records[2]["box"] == records[0]["box"]
-    assert count_frames(tmp_path / "out/clip.mp4") == (24, pytest.approx(12.0), (240, 180))
+    assert count_frames(tmp_path / "out/clip.mp4") == (24, pytest.approx(12.0), (320, 240))
     png = cv2.imread(str(tmp_path / "out/clip.timeline.png"))
     assert png is not None and png.shape[0] > 100
     assert no_temp_files(tmp_path / "out")
 
 
-def test_smoothing_damps_changes_along_a_track(ckpt, tmp_path):
-    video = moving_face_video(tmp_path / "clip.mp4", frames=12)
-    raw = read_jsonl(predict([video], ckpt, tmp_path / "raw", every=2, **REF).jsonl)
-    smooth = read_jsonl(predict([video], ckpt, tmp_path / "smooth", every=2, smooth=1.0, **REF).jsonl)
-
-    def wiggle(records):
-        p = np.array([list(r["probs"].values()) for r in records])
-        return np.abs(np.diff(p, axis=0)).sum()
-
-    assert smooth[0]["probs"] == raw[0]["probs"]
-    assert 0 < wiggle(smooth) < 0.5 * wiggle(raw)
+def test_smoothing_is_the_per_track_moving_average_of_the_raw_probabilities(sharp_ckpt, tmp_path):
+    video = moving_face_video(tmp_path / "clip.mp4", frames=10)
+    raw = read_jsonl(predict([video], sharp_ckpt, tmp_path / "raw", every=2, **REF).jsonl)
+    smooth = read_jsonl(predict([video], sharp_ckpt, tmp_path / "smooth", every=2, smooth=0.3, **REF).jsonl)
+    assert [(r["frame"], r["track"], r["box"]) for r in raw] == [(r["frame"], r["track"], r["box"]) for r in smooth]
+    probs = lambda recs: np.array([list(r["probs"].values()) for r in recs if r["track"] is not None])  # noqa: E731
+    assert np.abs(probs(smooth) - probs(raw)).max() > 1e-3  # smoothing changed something
+    expect = ProbSmoother(0.3)
+    for r, s in zip(raw, smooth):
+        if r["track"] is not None:
+            want = expect(r["track"], r["time_s"], np.array(list(r["probs"].values())))
+            np.testing.assert_allclose(list(s["probs"].values()), want, atol=2e-6)
+            assert s["emotion"] == list(s["probs"])[int(np.argmax(want))]
 
 
 def test_folder_recursive_sorted_with_a_corrupt_file_and_a_frame_without_face(ckpt, tmp_path):
@@ -118,7 +120,9 @@ def test_folder_recursive_sorted_with_a_corrupt_file_and_a_frame_without_face(ck
     res = predict([root, tmp_path / "missing.mp4"], ckpt, tmp_path / "out", on_error=errors.append, **REF)
     assert len(errors) == 2 and "missing.mp4" in errors[0] and "broken.jpg" in errors[1]
     records = read_jsonl(res.jsonl)
-    assert [Path(r["source"]).name for r in records] == ["blank.png"] + ["clip.avi"] * 6 + ["face.jpg"]
+    names = [Path(r["source"]).name for r in records]
+    assert list(dict.fromkeys(names)) == ["blank.png", "clip.avi", "face.jpg"]  # sorted, grouped by input
+    assert sorted({r["frame"] for r in records if r["source"].endswith("clip.avi")}) == list(range(6))
     blank = records[0]
     assert blank["box"] is None and blank["track"] is None and blank["probs"] is None and blank["emotion"] is None
     out = tmp_path / "out/shots"

@@ -1,6 +1,7 @@
 """``predict`` on a video end to end: frames/s with the default settings, and each stage's share.
 
-    python -m bench.video [--faces 2] [--frames 150] [--threads 2] [--every N] [--repeats 3] [--json PATH]
+    python -m bench.video [--faces 2] [--frames 150] [--threads 2] [--every N] [--detector haar]
+                          [--repeats 3] [--json PATH]
 
 A 640x360 25 fps clip (mp4v) with one or two faces (matplotlib's grace_hopper.jpg, about 110 px
 faces, drifting across the frame) and an untrained GLAMOR-Net checkpoint with the default model
@@ -84,7 +85,7 @@ def end_to_end(clip: Path, ckpt: Path, out: Path, threads: int, extra: list) -> 
     return wall
 
 
-def stage_times(clip: Path, ckpt: Path, out: Path, threads: int, every: int) -> dict:
+def stage_times(clip: Path, ckpt: Path, out: Path, threads: int, every: int, detector_name: str) -> dict:
     """Run predict in this process with every stage wrapped in a timer; seconds per stage."""
     import torch
 
@@ -144,7 +145,8 @@ def stage_times(clip: Path, ckpt: Path, out: Path, threads: int, every: int) -> 
     run.draw_faces = timed("annotate", saved[2])
     outputs.cv2 = TimedWriterCv2()
     try:
-        detector = make_detector("haar", max_side=run.DEFAULT_DETECT_SIDE)
+        kw = {"max_side": run.DEFAULT_DETECT_SIDE, "min_size": run.DEFAULT_MIN_FACE} if detector_name == "haar" else {}
+        detector = make_detector(detector_name, **kw)
         t0 = time.perf_counter()
         run.predict([clip], ckpt, out, detector=timed("detect", detector), every=every)
         wall = time.perf_counter() - t0
@@ -162,25 +164,29 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--every", type=int, default=DEFAULT_EVERY, help="detection interval (default: predict's)")
+    p.add_argument("--detector", default="haar", help="predict's --detector (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
-    extra = [] if args.every == DEFAULT_EVERY else ["--every", str(args.every)]
+    extra = ([] if args.every == DEFAULT_EVERY else ["--every", str(args.every)]) + (
+        [] if args.detector == "haar" else ["--detector", args.detector])
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(tmp / "clip.mp4", args.faces, args.frames)
         ckpt = make_checkpoint(tmp / "ckpt.pt")
         walls = [end_to_end(clip, ckpt, tmp / f"out{r}", args.threads, extra) for r in range(args.repeats)]
-        stages = stage_times(clip, ckpt, tmp / "stages", args.threads, args.every)
+        stages = stage_times(clip, ckpt, tmp / "stages", args.threads, args.every, args.detector)
         records = [json.loads(line) for line in (tmp / "out0/predictions.jsonl").read_text().splitlines()]
     info = machine_info(args.threads)
     med = statistics.median(walls)
     result = {"machine": info, "frames": args.frames, "faces": args.faces, "size": SIZE, "every": args.every,
+              "detector": args.detector,
               "end_to_end_s": walls, "frames_per_s": args.frames / med,
               "faces_found_per_frame": sum(r["box"] is not None for r in records) / args.frames,
               "stages_s": stages}
     print(f"{info['cpu_model']}, {args.threads} threads, load {info['load_average']}")
-    print(f"{args.frames} frames {SIZE[0]}x{SIZE[1]}, {args.faces} face(s), --every {args.every}: end to end "
+    print(f"{args.frames} frames {SIZE[0]}x{SIZE[1]}, {args.faces} face(s), --detector {args.detector} "
+          f"--every {args.every}: end to end "
           f"(process start included) {med:.2f} s median of {walls and ', '.join(f'{w:.2f}' for w in walls)} "
           f"-> {result['frames_per_s']:.1f} frames/s; {result['faces_found_per_frame']:.2f} faces found per frame")
     total = sum(v for k, v in stages.items() if k != "wall_s")

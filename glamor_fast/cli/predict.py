@@ -76,6 +76,10 @@ def main(args: argparse.Namespace) -> int:
     except (CheckpointError, MissingExtraError, ValueError, OSError) as exc:
         error(str(exc))
         return 1
+    except KeyboardInterrupt:
+        error(f"interrupted: the files of finished inputs are in {args.out}; {JSONL_NAME} was not "
+              "written (an older one is left as it was)")
+        return 130
     done = len(result.outputs)
     print(f"{result.records} records in {result.jsonl}; {done} files written to {args.out}"
           + (f"; {len(result.errors)} input(s) failed (see above)" if result.errors else ""),

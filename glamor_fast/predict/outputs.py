@@ -44,12 +44,20 @@ def write_image(path: Path, image_rgb: np.ndarray) -> Path:
 class VideoWriter:
     """An MP4 (mp4v) written from RGB frames on a background thread; ``close()`` renames it into
     place, ``abort()`` deletes it. The queue holds at most ``max_queue`` frames, so memory stays
-    bounded when encoding is slower than the rest."""
+    bounded when encoding is slower than the rest.
+
+    OpenCV's FFmpeg writer only writes even widths and heights (it crops an odd one): a frame of
+    odd size is padded by one replicated pixel column/row on the right/bottom (``padded``), so
+    nothing of the picture is lost; every other size is kept exactly.
+    """
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], max_queue: int = 16):
         self.path = Path(path).with_suffix(".mp4")
         self.tmp = temp_name(self.path)
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self.pad = (size[0] % 2, size[1] % 2)
+        self.padded = self.pad != (0, 0)
+        even = (size[0] + self.pad[0], size[1] + self.pad[1])
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, even)
         if not self.writer.isOpened():
             self.tmp.unlink(missing_ok=True)
             raise OSError(f"cannot write video {self.path} (OpenCV's FFmpeg could not open an mp4v writer)")
@@ -67,7 +75,10 @@ class VideoWriter:
                 return
             if self.error is None:
                 try:
-                    self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                    bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+                    if self.padded:
+                        bgr = cv2.copyMakeBorder(bgr, 0, self.pad[1], 0, self.pad[0], cv2.BORDER_REPLICATE)
+                    self.writer.write(bgr)
                 except BaseException as exc:  # reported by close() in the caller's thread
                     self.error = exc
 

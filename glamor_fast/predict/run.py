@@ -7,7 +7,8 @@ forward pass), and ``out_dir`` receives (each file written to a temporary name, 
 
 - ``<name>`` for an image: the same picture with a box and "emotion p" per face (same size,
   same name and format); with ``attention``, the faces' attention maps blended over the frame;
-- ``<stem>.mp4`` for a video: the annotated video (same frame count, rate and size), and
+- ``<stem>.mp4`` for a video: the annotated video (same frame count, rate and size; an odd
+  width/height is padded by one pixel, see ``outputs.VideoWriter``), and
   ``<stem>.timeline.png``: the probability of each class over time, one panel per face track;
 - ``predictions.jsonl``: one record per face per frame (``RECORD_FIELDS``); a frame with no
   face gets one record with ``box``, ``track``, ``emotion`` and ``probs`` null.

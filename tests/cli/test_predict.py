@@ -76,3 +76,21 @@ def test_bad_option_values_are_argparse_errors(ckpt, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(["predict", str(GRACE_PATH), "--out", str(tmp_path), "--every", "0"])
     assert exc.value.code == 2 and "--every: expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_interrupt_is_one_line_and_exit_130(ckpt, tmp_path, capsys, monkeypatch):
+    from glamor_fast.predict.model import FaceClassifier
+
+    monkeypatch.setattr(FaceClassifier, "__call__", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    rc, _, err = run(capsys, GRACE_PATH, "--checkpoint", ckpt, "--out", tmp_path / "out", "--backend", "reference")
+    assert rc == 130 and err.count("\n") == 1 and "interrupted" in err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_dlib_hog_detector_end_to_end(ckpt, tmp_path, capsys):
+    pytest.importorskip("dlib", reason="optional extra: pip install '.[dlib]'")
+    rc, out, err = run(capsys, GRACE_PATH, "--checkpoint", ckpt, "--out", tmp_path / "out", "--backend", "reference",
+                       "--detector", "dlib-hog", "--json")
+    assert rc == 0, err
+    (r,) = [json.loads(line) for line in out.splitlines()]
+    assert r["detector_score"] > 0 and r["box"] is not None

@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="face detector (default %(default)s; dlib-cnn and dlib-hog need pip install \".[dlib]\")")
     parser.add_argument("--every", type=_positive_int, default=DEFAULT_EVERY, metavar="N",
                         help="videos: detect faces every N frames and track them in between (default %(default)s)")
-    parser.add_argument("--smooth", type=_seconds, nargs="?", const=0.5, default=None, metavar="SECONDS",
-                        help="videos: smooth each face track's probabilities over time (time constant, "
-                             "default 0.5 s when given without a value)")
+    parser.add_argument("--smooth", action="store_true",
+                        help="videos: smooth each face track's probabilities over time (exponential moving average)")
+    parser.add_argument("--smooth-seconds", type=_seconds, default=0.5, metavar="SECONDS",
+                        help="time constant of --smooth (default %(default)s)")
     parser.add_argument("--attention", action="store_true",
                         help="blend the faces' attention maps over the annotated frames (GLA/CA models)")
     parser.add_argument("--detect-side", type=_positive_int, default=DEFAULT_DETECT_SIDE, metavar="PIXELS",
@@ -70,7 +71,8 @@ def main(args: argparse.Namespace) -> int:
     on_record = (lambda r: print(json.dumps(r), flush=True)) if args.json else None
     try:
         result = predict(args.inputs, args.checkpoint, args.out, detector=args.detector, every=args.every,
-                         attention=args.attention, smooth=args.smooth, device=args.device, backend=args.backend,
+                         attention=args.attention, smooth=args.smooth_seconds if args.smooth else None,
+                         device=args.device, backend=args.backend,
                          batch_frames=args.batch_frames, detect_side=args.detect_side, min_face=args.min_face,
                          progress=args.progress or sys.stderr.isatty(), on_record=on_record, on_error=error)
     except (CheckpointError, MissingExtraError, ValueError, OSError) as exc:

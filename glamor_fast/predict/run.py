@@ -21,7 +21,7 @@ the JSON lines and its partial outputs deleted; the others are still done.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
@@ -91,8 +91,8 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
     if smooth is not None and not smooth > 0:
         raise ValueError(f"--smooth must be a time constant > 0 seconds, got {smooth}")
     sources, errors = expand_inputs(inputs)
-    out_dir = _writable_dir(out_dir)
-    _refuse_overwriting_inputs(sources, out_dir)
+    sources = _unique_outputs(sources, Path(out_dir))
+    _refuse_overwriting_inputs(sources, Path(out_dir))
     classifier = FaceClassifier(checkpoint, device=device, backend=backend)
     if attention and classifier.attention not in ("gla", "ca"):
         raise ValueError(f"--attention needs a model with GLA or CA attention; checkpoint {checkpoint} has "
@@ -100,6 +100,7 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
     if isinstance(detector, str):
         detector = make_detector(detector, **({"max_side": detect_side, "min_size": min_face}
                                               if detector == "haar" else {}))
+    out_dir = _writable_dir(out_dir)
     report = on_error or (lambda line: None)
     for line in errors:
         report(line)
@@ -143,6 +144,20 @@ def _refuse_overwriting_inputs(sources: Iterable[Source], out_dir: Path) -> None
         for out in _output_paths(s, out_dir):
             if out.resolve() in inputs:
                 raise ValueError(f"--out {out_dir}: writing {out} would overwrite the input {out}; choose another folder")
+
+
+def _unique_outputs(sources: list, out_dir: Path) -> list[Source]:
+    """Sources whose outputs would clash (``a/x.jpg`` and ``b/x.jpg`` given as files; ``x.avi`` and
+    ``x.mp4`` in one folder) get ``-2``, ``-3``... added to the later one's output name."""
+    used, out = set(), []
+    for src in sources:
+        k, candidate = 1, src
+        while any(p in used for p in _output_paths(candidate, out_dir)):
+            k += 1
+            candidate = replace(src, rel=src.rel.with_name(f"{src.rel.stem}-{k}{src.rel.suffix}"))
+        used.update(_output_paths(candidate, out_dir))
+        out.append(candidate)
+    return out
 
 
 def _output_paths(src: Source, out_dir: Path) -> list[Path]:

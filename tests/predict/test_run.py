@@ -170,3 +170,14 @@ def test_refuses_to_write_over_an_input_and_checks_options(ckpt, tmp_path):
     blocker.write_text("")
     with pytest.raises(OSError, match="cannot write there"):
         predict([photo], ckpt, blocker / "out", **REF)
+
+
+def test_inputs_that_would_share_an_output_name_get_distinct_ones(ckpt, tmp_path):
+    a = write_rgb(tmp_path / "a/x.jpg", grace())
+    b = write_rgb(tmp_path / "b/x.jpg", grace())
+    v1 = moving_face_video(tmp_path / "v/clip.avi", frames=3)
+    v2 = moving_face_video(tmp_path / "v/clip.mp4", frames=3)
+    res = predict([a, b, v1, v2], ckpt, tmp_path / "out", **REF)
+    assert res.errors == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "clip-2.mp4", "clip-2.timeline.png", "clip.mp4", "clip.timeline.png", "predictions.jsonl", "x-2.jpg", "x.jpg"]

@@ -145,13 +145,18 @@ class JsonLines:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict) -> Path:
+def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict, max_panels: int = 8) -> Path:
     """Probability of each class over time, one panel per face track; saved as PNG.
 
     tracks: {track id: (times (n,) seconds, probs (n, C))}; no tracks gives one panel saying so.
+    At most ``max_panels`` panels: the longest tracks (the title says how many were left out).
     """
     from matplotlib.figure import Figure
 
+    if len(tracks) > max_panels:
+        keep = sorted(tracks, key=lambda t: -len(tracks[t][0]))[:max_panels]
+        title = f"{title}; the {max_panels} longest of {len(tracks)} face tracks"
+        tracks = {t: tracks[t] for t in keep}
     n = max(len(tracks), 1)
     fig = Figure(figsize=(8, 1.9 * n + 0.6), dpi=100)
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
@@ -166,7 +171,8 @@ def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict)
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track {tid}", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7, ncol=len(classes), loc="lower left", bbox_to_anchor=(0, 1.02))
+    if tracks:
+        axes[0].legend(fontsize=7, ncol=len(classes), loc="lower left", bbox_to_anchor=(0, 1.02))
     axes[-1].set_xlabel("time (s)", fontsize=8)
     fig.suptitle(title, fontsize=9, y=0.995)
     fig.tight_layout()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from glamor_fast.predict.outputs import JsonLines, VideoWriter, write_image
+from glamor_fast.predict.outputs import JsonLines, VideoWriter, write_image, write_timeline
 
 from .footage import count_frames
 
@@ -41,3 +41,17 @@ def test_image_and_jsonl_writers_replace_only_when_complete(tmp_path):
     j.close()
     assert (tmp_path / "p.jsonl").read_text() == '{"a": 1}\n' and j.count == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "p.jsonl"]
+
+
+def test_timeline_shows_the_longest_tracks_only(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    panels = []
+    real = matplotlib.figure.Figure.subplots
+    monkeypatch.setattr(matplotlib.figure.Figure, "subplots",
+                        lambda self, n, *a, **k: panels.append(n) or real(self, n, *a, **k))
+    tracks = {t: (np.arange(t + 1) / 10.0, np.full((t + 1, 3), 1 / 3)) for t in range(12)}
+    png = write_timeline(tmp_path / "t.png", "clip", ["a", "b", "c"], tracks, max_panels=4)
+    assert panels == [4] and png.stat().st_size > 1000
+    write_timeline(tmp_path / "none.png", "clip", ["a", "b", "c"], {})
+    assert panels == [4, 1] and [p.name for p in sorted(tmp_path.iterdir())] == ["none.png", "t.png"]

@@ -200,11 +200,11 @@ class _Job:
         tracker = FaceTracker()
         smoother = ProbSmoother(self.smooth) if self.smooth else None
         timeline: dict = {}
+        bar = tqdm(reader, total=reader.frame_count or None, desc=src.path.name, unit="frame",
+                   disable=not self.progress, leave=False)
         try:
             buffer: list[_Frame] = []
             n_faces = 0
-            bar = tqdm(reader, total=reader.frame_count or None, desc=src.path.name, unit="frame",
-                       disable=not self.progress, leave=False)
             for index, frame in enumerate(bar):
                 if (frame.shape[1], frame.shape[0]) != reader.size:
                     raise InputError(f"{src.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
@@ -220,10 +220,11 @@ class _Job:
                     buffer, n_faces = [], 0
             for out in self._classify(src, buffer, reader.fps, smoother, timeline):
                 writer.write(out)
-            bar.close()
         except BaseException:
             writer.abort()
             raise
+        finally:
+            bar.close()
         video = writer.close()
         title = f"{src.path.name}: {writer.frames} frames at {reader.fps:g} fps"
         png = write_timeline(video.with_name(video.stem + ".timeline.png"), title, self.classifier.classes,

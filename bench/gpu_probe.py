@@ -42,21 +42,42 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--B", type=int, default=256)
     p.add_argument("--hw", type=int, default=7)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--backends", nargs="+", default=["split", "reference", "triton", "cuda"])
+    p.add_argument("--fp32-precision", default=None, choices=("ieee", "tf32x3", "tf32"),
+                   help="force the Triton kernels' fp32 dot precision (experiment)")
+    p.add_argument("--profile", action="store_true")
     a = p.parse_args()
+    if a.fp32_precision:
+        from glamor_fast.ops import triton_backend
+        K = triton_backend._load_kernels()
+        K._input_precision = lambda dtype: a.fp32_precision if dtype == torch.float32 else "tf32"
     dev = "cuda"
     B, D, Hd, hw = a.B, 256, 128, a.hw
     g = torch.Generator(device=dev).manual_seed(0)
-    face = torch.randn(B, D, device=dev, generator=g, requires_grad=True)
-    ctx = torch.randn(B, D, hw, hw, device=dev, generator=g, requires_grad=True)
-    w1 = (torch.randn(Hd, 2 * D, device=dev, generator=g) * 0.05).requires_grad_()
-    b1 = torch.zeros(Hd, device=dev, requires_grad=True)
-    w2 = (torch.randn(Hd, device=dev, generator=g) * 0.1).requires_grad_()
-    b2 = torch.zeros((), device=dev, requires_grad=True)
-    x = (face, ctx, w1, b1, w2, b2)
+    dt = getattr(torch, a.dtype)
+    face = torch.randn(B, D, device=dev, generator=g)
+    ctx = torch.randn(B, D, hw, hw, device=dev, generator=g)
+    w1 = torch.randn(Hd, 2 * D, device=dev, generator=g) * 0.05
+    b1 = torch.randn(Hd, device=dev, generator=g) * 0.1
+    w2 = torch.randn(Hd, device=dev, generator=g) * 0.1
+    b2 = torch.zeros((), device=dev)
+    x64 = [t.double().requires_grad_() for t in (face, ctx, w1, b1, w2, b2)]
+    x = tuple(t.to(dt).requires_grad_() for t in (face, ctx, w1, b1, w2, b2))
     ops = {"split": lambda *t: split_eager(*t), "reference": lambda *t: gla(*t, backend="reference"),
-           "triton": lambda *t: gla(*t, backend="triton"), "cuda": lambda *t: gla(*t, backend="cuda")}
+           "triton": lambda *t: gla(*t, backend="triton"), "cuda": lambda *t: gla(*t, backend="cuda"),
+           "compile": torch.compile(split_eager)}
     gp, ga = torch.randn(B, D, device=dev), torch.rand(B, hw, hw, device=dev)
-    for name, op in ops.items():
+    rp, ra = gla(*x64, backend="reference")
+    ref = [rp, ra, *torch.autograd.grad((rp, ra), x64, (gp.double(), ga.double()))]
+    gp, ga = gp.to(dt), ga.to(dt)
+    for name in a.backends:
+        op = ops[name]
+        p_, a_ = op(*x)
+        got = [p_, a_, *torch.autograd.grad((p_, a_), x, (gp, ga))]
+        errs = [float((u.double() - v).norm() / v.norm().clamp_min(1e-30)) for u, v in zip(got[:5] + got[6:7], ref[:5] + ref[6:7])]
+        print(f"  {name}: rel. errors vs float64 (pooled, attn, dface, dctx, dw1, dw2): "
+              + " ".join(f"{e:.1e}" for e in errs))
         def f():
             with torch.no_grad():
                 op(*x)
@@ -65,12 +86,14 @@ def main():
             p_, a_ = op(*x)
             torch.autograd.grad((p_, a_), x, (gp, ga))
         tf, tfb = timed(f), timed(fb)
-        print(f"B{B} {hw}x{hw} {name:<10} fwd {tf * 1e3:8.1f} us  fwd+bwd {tfb * 1e3:8.1f} us")
+        print(f"B{B} {hw}x{hw} {a.dtype} {name:<10} fwd {tf * 1e3:8.1f} us  fwd+bwd {tfb * 1e3:8.1f} us")
+        if not a.profile:
+            continue
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
                 fb()
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=70))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=40))
 
 
 if __name__ == "__main__":

@@ -9,34 +9,33 @@ cells v_i (Dc), i < N = H*W, W1 = [W1f | W1c] (Hd, Df + Dc), optional gamma/beta
     s_i  = w2 . h_i + b2
     a    = softmax_i(s),  p = sum_i a_i v_i                                 (_gla_fwd_kernel)
 
-The forward walks the cells in tiles of BLOCK_N with an online softmax (fp32 running max m,
-running sum l and an accumulator rescaled by exp(m_old - m_new)); Hd is walked in tiles of
-BLOCK_H. A batch element may be split over S programs ("cell splits") that each produce
-(m, l, acc); the host merges them (a (B, S, Dc) reduction) into pooled and lse = log sum exp(s).
-Nothing of size (B, N, Df + Dc) or (B, N, Hd) ever reaches memory: the forward writes pooled,
-the raw scores s (B, N) fp32 and lse (B,) fp32, plus u (B, Hd) fp32 for the backward.
+The forward (_gla_fwd_kernel, one program per batch element and cell split) scores the cells
+in tiles of BLOCK_N, walking Dc in BLOCK_K slices with the whole hidden layer in one tile
+(BLOCK_H = next pow2 >= Hd), keeps the running max m and sum l, then re-reads the cells and
+pools them with weights exp(s - m). With one split it writes lse, pooled, attn and the fp32
+softmax a = exp(s - m) / l itself; with S splits the host merges (m, l, acc) (a (B, S, Dc)
+reduction). Nothing of size (B, N, Df + Dc) or (B, N, Hd) is written by the forward: it saves
+a (B, N) fp32, lse (B,) fp32 and u (B, Hd) fp32 for the backward.
 
 Backward, given gp = dL/dp (B, Dc) and ga = dL/da (B, N):
 
-    delta = gp . p + sum_i a_i ga_i                 (host, fp32, from the saved fp32 pooled)
-    a_i   = exp(s_i - lse)                          (from the saved scores: no extra pass)
-    ds_i  = a_i (gp . v_i + ga_i - delta)
+    g_i   = gp . v_i + ga_i,   delta = sum_i a_i g_i     (_gla_delta_kernel, one program per b)
+    ds_i  = a_i (g_i - delta)                             (exactly 0 for N = 1 or a one-hot a)
     dh_i  = ds_i w2;  dy_i = dh_i [gamma h1_i + beta > 0];  dh1_i = gamma dy_i  (BN variant)
-    dz_i  = dh1_i [z_i > 0]
-    dv_i  = a_i gp + W1c^T dz_i
-    dW1c  = sum_{b,i} dz_i v_i^T,  dw2 = sum ds_i h_i,  dgamma = sum dy_i h1_i,  dbeta = sum dy_i
-    du_b  = sum_i dz_i;  db1 = sum_b du_b;  dW1f = sum_b du_b f_b^T;  df_b = W1f^T du_b
-    db2   = 0 exactly (softmax is shift invariant)
+    dz_i  = dh1_i [z_i > 0]                               (_gla_bwd_kernel: recomputes z)
+    dv_i  = a_i gp + W1c^T dz_i                           (cuBLAS addmm over dz)
+    dW1c  = sum_{b,i} dz_i v_i^T                          (cuBLAS mm over dz)
+    dw2 = sum ds_i h_i,  dgamma = sum dy_i h1_i,  dbeta = sum dy_i,  du_b = sum_i dz_i
+    db1 = sum_b du_b;  dW1f = sum_b du_b f_b^T;  df_b = W1f^T du_b;  db2 = 0 exactly
 
-_gla_bwd_kernel recomputes z from V (one read of V, one write of dV). It is persistent: P
-programs (at most one per SM) walk the work items (b, cell split) in a fixed order and
-accumulate the weight gradients in per-program fp32 partial buffers, summed on the host in a
-fixed order, so ``deterministic=True`` is bitwise reproducible; ``deterministic=False`` makes
-every program tl.atomic_add into one buffer instead. The (B, Hd) x (Hd, Df) products for face,
-W1f and b1 are plain torch matmuls on the host, from du (B, Hd).
+_gla_bwd_kernel runs one program per (b, cell split); the per-hidden-unit sums stay in
+registers and each program writes its own row of partials, which the host sums in a fixed
+order: the backward is bitwise reproducible (``deterministic`` changes nothing). dz lives in a
+(B*N, Hd) workspace (fp32 for fp32 inputs) for the duration of the backward only.
 
-Launch settings: ``triton.autotune`` keyed on (N, Dc, Hd) (and the dtypes) over a short list
-of (BLOCK_N, BLOCK_H, num_warps), pruned to one fixed config under the interpreter.
+Launch settings: ``triton.autotune`` keyed on (N, Dc, Hd) (and the dtypes) over short tile lists
+(BLOCK_N, BLOCK_K, num_warps), one for exact fp32 dots and one for tensor-core dots, pruned to one
+fixed config under the interpreter or with GLAMOR_FAST_TRITON_TUNE=0.
 
 Precision: tiles are read in the inputs' dtype and every accumulation is fp32. For fp32
 inputs ``tl.dot`` uses input_precision "ieee" when torch.get_float32_matmul_precision() is
@@ -45,8 +44,8 @@ same choice PyTorch makes for its own matmuls ("ieee" tiles compile slowly, ~20-
 one CPU core, so autotuning keeps only small ones). Under TRITON_INTERPRET=1 every dot operand is
 upcast to fp32 first (DOT_FP32): the interpreter's bf16 dot is wrong (triton-lang/triton#11584).
 
-Limits: the whole Dc vector of a cell is one tile (BLOCK_DC = next pow2 >= 16), so Dc of a few
-thousand is the practical limit (register pressure, not correctness).
+Limits: the whole hidden layer is one tile, so Hd <= MAX_HIDDEN (512) (larger raises, naming the
+backends that take it); tiles are spill-free for Hd <= 128, larger Hd runs correctly but spills.
 """
 from __future__ import annotations
 
@@ -65,39 +64,61 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # --------------------------------------------------------------------------------------------
 # Launch configurations
 # --------------------------------------------------------------------------------------------
-# (BLOCK_N, BLOCK_H, num_warps): a short list, since every config is compiled when a new
-# (N, Dc, Hd, dtype) is first tuned (16-bit: ~7 s each for sm_90 on a CPU core).
-_GPU_TILES = ((16, 64, 4), (32, 32, 4), (32, 64, 4), (32, 128, 4), (64, 32, 4), (64, 64, 4),
-              (64, 128, 8), (128, 64, 8))
+# (BLOCK_N, BLOCK_K, num_warps). BLOCK_H is not tuned: it covers the whole hidden layer
+# (next power of two >= Hd), so a tile's z, dz and the per-program weight partials stay in
+# registers and no program ever re-reads or re-writes a partial in global memory. The cells x Dc
+# product is walked in BLOCK_K slices, so no tile holds a whole Dc vector (the first version
+# held BLOCK_N x Dc tiles and spilled: 255 registers and ~1 KB of stack per thread).
+# Two lists, chosen by the dot's precision: exact fp32 ("ieee") dots run on the FMA units and
+# hold whole operand rows per thread, so they get thinner tiles than tensor-core ("tf32",
+# 16-bit) dots. Every tile here compiles for sm_80 and sm_90 at Hd <= 128 without spilling
+# (tests/ops/test_triton.py::test_kernels_compile_without_spills).
+_GPU_TILES = {
+    "ieee": ((16, 32, 8),),
+    "mma": ((32, 32, 8), (16, 64, 8)),
+}
+# Largest BLOCK_N x BLOCK_H tile of fp32 accumulators per warp count (32 x 128 / 4 warps = 32
+# registers a thread for z; dz and the hidden values are as large again).
+_MAX_TILE_PER_WARP = 32 * 128 // 4
 
 
 def _gpu_configs() -> list:
-    return [triton.Config({"BLOCK_N": n, "BLOCK_H": h}, num_warps=w, num_stages=2) for n, h, w in _GPU_TILES]
+    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "KIND": kind}, num_warps=w, num_stages=2)
+            for kind, tiles in _GPU_TILES.items() for n, k, w in tiles]
 
 
 # Small tiles under the interpreter so that small test shapes still exercise the masked tails
-# and the loop over several Hd tiles.
-_INTERPRET_CONFIG = triton.Config({"BLOCK_N": 16, "BLOCK_H": 16}, num_warps=4, num_stages=1)
+# and the loops over several cell tiles and Dc slices.
+_INTERPRET_CONFIG = triton.Config({"BLOCK_N": 16, "BLOCK_K": 16, "KIND": "interpret"}, num_warps=4,
+                                  num_stages=1)
+
+# GLAMOR_FAST_TRITON_TUNE=0 skips autotuning (one config per shape: fast start-up, for tests).
+TUNE = os.environ.get("GLAMOR_FAST_TRITON_TUNE", "1") != "0"
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """One fixed config under the interpreter (several crash without a driver). On a GPU drop
-    tiles much larger than the problem, tiles of BLOCK_N x BLOCK_DC that would spill, and for
-    exact-fp32 ("ieee", no tensor cores, ~100 s to compile a config) keep only small tiles."""
+    """One fixed config under the interpreter (several crash without a driver). On a GPU keep
+    the tiles of the dot's precision, drop tiles much larger than the problem and tiles whose
+    (BLOCK_N, BLOCK_H) accumulators would not fit the warps' registers; with TUNE off keep the
+    first that remains."""
     if INTERPRET:
         return [_INTERPRET_CONFIG]
+    kind = "ieee" if kwargs.get("INPUT_PRECISION", named_args.get("INPUT_PRECISION")) == "ieee" else "mma"
+    configs = [c for c in configs if c.kwargs["KIND"] == kind]
     n_cap = max(16, triton.next_power_of_2(int(named_args["N"])))
-    h_cap = max(32, triton.next_power_of_2(int(named_args["HD"])))
-    dc = int(kwargs.get("BLOCK_DC", named_args.get("BLOCK_DC", 256)))
-    ieee = kwargs.get("INPUT_PRECISION", named_args.get("INPUT_PRECISION")) == "ieee"
+    k_cap = max(16, triton.next_power_of_2(int(named_args["DC"])))
+    block_h = int(kwargs.get("BLOCK_H", named_args.get("BLOCK_H", 128)))
     kept = [c for c in configs
-            if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_H"] <= h_cap
-            and c.kwargs["BLOCK_N"] * dc <= 64 * 512
-            and (not ieee or (c.kwargs["BLOCK_N"] <= 32 and c.kwargs["BLOCK_H"] <= 64))]
-    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_H"]))]
+            if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_K"] <= k_cap
+            and c.kwargs["BLOCK_N"] * block_h <= _MAX_TILE_PER_WARP * c.num_warps]
+    kept = kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_N"] * block_h // c.num_warps,
+                                                c.kwargs["BLOCK_K"]))]
+    return kept if TUNE else kept[:1]
 
 
 _CONFIGS = [_INTERPRET_CONFIG] if INTERPRET else _gpu_configs()
+# The widest hidden layer a tile holds at once (BLOCK_N = 16 x 512 over 8 warps).
+MAX_HIDDEN = 512
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,31 +151,39 @@ def _gla_face_proj_kernel(
 
 @triton.jit
 def _load_cells(ctx_b, offs_n, mask_n, offs_k, mask_k, W, s_cc, s_ch, s_cw):
-    """The (BLOCK_N, BLOCK_DC) tile of cells offs_n of one batch element, read through strides
-    (NCHW, channels_last or any other layout, no copy); zero where masked."""
+    """The (BLOCK_N, BLOCK_K) tile of cells offs_n, channels offs_k of one batch element, read
+    through strides (NCHW, channels_last or any other layout, no copy); zero where masked."""
     ptrs = ctx_b + offs_k[None, :] * s_cc + (offs_n // W)[:, None] * s_ch + (offs_n % W)[:, None] * s_cw
     return tl.load(ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
 
 
 @triton.jit
-def _hidden_tile(v, w1_ptr, u_b, scale_ptr, shift_ptr, h0, Df, HD, s_w1h, s_w1k, offs_k, mask_k,
-                 HAS_BN: tl.constexpr, DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                 BLOCK_H: tl.constexpr):
-    """Hidden units [h0, h0 + BLOCK_H) of the cells in v (BLOCK_N, BLOCK_DC).
-
-    Returns z (pre-activation), h1 = relu(z), y = gamma h1 + beta (h1 without BN), the hidden
-    value h, the W1c^T tile (BLOCK_DC, BLOCK_H), gamma (ones without BN), offs_h, mask_h.
-    Padded hidden units come out exactly zero.
-    """
-    offs_h = h0 + tl.arange(0, BLOCK_H)
-    mask_h = offs_h < HD
-    w1c_t = tl.load(w1_ptr + offs_h[None, :] * s_w1h + (Df + offs_k)[:, None] * s_w1k,
-                    mask=mask_k[:, None] & mask_h[None, :], other=0.0)
+def _dot(a, b, DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     if DOT_FP32:
-        z = tl.dot(v.to(tl.float32), w1c_t.to(tl.float32), input_precision=INPUT_PRECISION)
-    else:
-        z = tl.dot(v, w1c_t, input_precision=INPUT_PRECISION)
-    z += tl.load(u_b + offs_h, mask=mask_h, other=0.0)[None, :]
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=INPUT_PRECISION)
+    return tl.dot(a, b, input_precision=INPUT_PRECISION)
+
+
+@triton.jit
+def _preactivation(ctx_b, offs_n, mask_n, w1_ptr, u_b, offs_h, mask_h, Df, DC, W,
+                   s_cc, s_ch, s_cw, s_w1h, s_w1k,
+                   DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """z = V W1c^T + u for the cells offs_n: (BLOCK_N, BLOCK_H) fp32, Dc walked in BLOCK_K slices."""
+    z = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    for k0 in range(0, DC, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < DC
+        v = _load_cells(ctx_b, offs_n, mask_n, offs_k, mask_k, W, s_cc, s_ch, s_cw)
+        w1c_t = tl.load(w1_ptr + offs_h[None, :] * s_w1h + (Df + offs_k)[:, None] * s_w1k,
+                        mask=mask_k[:, None] & mask_h[None, :], other=0.0)
+        z += _dot(v, w1c_t, DOT_FP32, INPUT_PRECISION)
+    return z + tl.load(u_b + offs_h, mask=mask_h, other=0.0)[None, :]
+
+
+@triton.jit
+def _activation(z, scale_ptr, shift_ptr, offs_h, mask_h, HAS_BN: tl.constexpr, BLOCK_H: tl.constexpr):
+    """h1 = relu(z); y = gamma h1 + beta (h1 without BN); h = relu(y) (h1 without BN); gamma."""
     h1 = tl.maximum(z, 0.0)
     if HAS_BN:
         gamma = tl.load(scale_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
@@ -165,7 +194,7 @@ def _hidden_tile(v, w1_ptr, u_b, scale_ptr, shift_ptr, h0, Df, HD, s_w1h, s_w1k,
         gamma = tl.full([BLOCK_H], 1.0, tl.float32)
         y = h1
         hid = h1
-    return z, h1, y, hid, w1c_t, gamma, offs_h, mask_h
+    return h1, y, hid, gamma
 
 
 @triton.autotune(configs=_CONFIGS, key=["N", "DC", "HD"],
@@ -179,66 +208,128 @@ def _gla_fwd_kernel(
     b2_ptr,       # (1,) input dtype
     scale_ptr,    # (Hd,) input dtype, contiguous (unused unless HAS_BN)
     shift_ptr,    # (Hd,) input dtype, contiguous (unused unless HAS_BN)
-    scores_ptr,   # (B, N) fp32 contiguous, out: raw scores s
+    scores_ptr,   # (B, N) fp32 contiguous, out: raw scores s; if FINAL then the fp32 softmax
     m_ptr,        # (B, S) fp32 contiguous, out: max score of each cell split
     l_ptr,        # (B, S) fp32 contiguous, out: sum exp(s - m) of each cell split
     acc_ptr,      # (B, S, Dc) fp32 contiguous, out: sum exp(s - m) v of each cell split
+    lse_ptr,      # (B,) fp32, out if FINAL: log sum exp(s)
+    pooled_ptr,   # (B, Dc) input dtype contiguous, out if FINAL
+    pooled32_ptr, # (B, Dc) fp32 contiguous, out if FINAL
+    attn_ptr,     # (B, N) input dtype contiguous, out if FINAL: softmax(s)
     Df, N, W, DC, HD, CELLS_PER_SPLIT, S,
     s_cb, s_cc, s_ch, s_cw, s_w1h, s_w1k,
-    HAS_BN: tl.constexpr, DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    BLOCK_DC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_BN: tl.constexpr, FINAL: tl.constexpr, DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    KIND: tl.constexpr,  # which tile list the config came from (autotune bookkeeping only)
 ):
+    """One program per (batch element, cell split). Pass 1 scores the cells tile by tile and
+    keeps the running max m and sum l; pass 2 re-reads the split's cells (from L2) and pools
+    them with weights exp(s - m), one BLOCK_K slice of Dc at a time. With one split per batch
+    element (FINAL) the program also writes lse, the normalised pooled vector and attn, so the
+    host merges nothing."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     start = split * CELLS_PER_SPLIT
     end = tl.minimum(start + CELLS_PER_SPLIT, N)
-    offs_k = tl.arange(0, BLOCK_DC)
-    mask_k = offs_k < DC
     ctx_b = ctx_ptr + b.to(tl.int64) * s_cb
+    scores_b = scores_ptr + b.to(tl.int64) * N
     u_b = u_ptr + b * HD
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < HD
+    w2 = tl.load(w2_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
     b2 = tl.load(b2_ptr).to(tl.float32)
 
     m_i = tl.zeros([], dtype=tl.float32) - float("inf")
     l_i = tl.zeros([], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_DC], dtype=tl.float32)
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mask_n = offs_n < end
-        v = _load_cells(ctx_b, offs_n, mask_n, offs_k, mask_k, W, s_cc, s_ch, s_cw)
-        s = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for h0 in range(0, HD, BLOCK_H):
-            z, h1, y, hid, w1c_t, gamma, offs_h, mask_h = _hidden_tile(
-                v, w1_ptr, u_b, scale_ptr, shift_ptr, h0, Df, HD, s_w1h, s_w1k, offs_k, mask_k,
-                HAS_BN, DOT_FP32, INPUT_PRECISION, BLOCK_H)
-            w2 = tl.load(w2_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
-            s += tl.sum(hid * w2[None, :], axis=1)
-        s += b2
-        tl.store(scores_ptr + b.to(tl.int64) * N + offs_n, s, mask=mask_n)
+        z = _preactivation(ctx_b, offs_n, mask_n, w1_ptr, u_b, offs_h, mask_h, Df, DC, W,
+                           s_cc, s_ch, s_cw, s_w1h, s_w1k, DOT_FP32, INPUT_PRECISION,
+                           BLOCK_N, BLOCK_H, BLOCK_K)
+        h1, y, hid, gamma = _activation(z, scale_ptr, shift_ptr, offs_h, mask_h, HAS_BN, BLOCK_H)
+        s = tl.sum(hid * w2[None, :], axis=1) + b2
+        tl.store(scores_b + offs_n, s, mask=mask_n)
         s = tl.where(mask_n, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=0))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=0)
-        acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+        l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(s - m_new), axis=0)
         m_i = m_new
     tl.store(m_ptr + b * S + split, m_i)
     tl.store(l_ptr + b * S + split, l_i)
-    tl.store(acc_ptr + (b * S + split).to(tl.int64) * DC + offs_k, acc, mask=mask_k)
-
-
-@triton.jit
-def _accumulate(ptr, value, mask, ATOMIC: tl.constexpr):
-    """ptr += value: an atomic add into a shared buffer, or a read-modify-write of a buffer
-    that only this program touches (the caller puts a barrier between successive updates)."""
-    if ATOMIC:
-        tl.atomic_add(ptr, value, mask=mask)
-    else:
-        tl.store(ptr, tl.load(ptr, mask=mask, other=0.0) + value, mask=mask)
+    # The scores were stored by other threads of this program: make them visible.
+    tl.debug_barrier()
+    acc_row = acc_ptr + (b * S + split).to(tl.int64) * DC
+    for k0 in range(0, DC, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < DC
+        acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < end
+            p = tl.exp(tl.load(scores_b + offs_n, mask=mask_n, other=float("-inf")) - m_i)
+            v = _load_cells(ctx_b, offs_n, mask_n, offs_k, mask_k, W, s_cc, s_ch, s_cw)
+            acc += tl.sum(tl.where(mask_n, p, 0.0)[:, None] * v.to(tl.float32), axis=0)
+        if FINAL:
+            pooled = acc / l_i
+            tl.store(pooled32_ptr + b.to(tl.int64) * DC + offs_k, pooled, mask=mask_k)
+            tl.store(pooled_ptr + b.to(tl.int64) * DC + offs_k,
+                     pooled.to(pooled_ptr.dtype.element_ty), mask=mask_k)
+        else:
+            tl.store(acc_row + offs_k, acc, mask=mask_k)
+    if FINAL:
+        lse = m_i + tl.log(l_i)
+        tl.store(lse_ptr + b, lse)
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < end
+            # exp(s - m) / l, not exp(s - lse): with scores of magnitude 1e3, s - lse would lose
+            # ~1e-4 relative to the rounding of lse, while s - m is exact near the maximum.
+            a = tl.exp(tl.load(scores_b + offs_n, mask=mask_n, other=0.0) - m_i) / l_i
+            tl.store(attn_ptr + b.to(tl.int64) * N + offs_n, a.to(attn_ptr.dtype.element_ty), mask=mask_n)
+            tl.store(scores_b + offs_n, a, mask=mask_n)  # the backward's fp32 probabilities
 
 
 @triton.autotune(configs=_CONFIGS, key=["N", "DC", "HD"],
-                 prune_configs_by={"early_config_prune": _prune_configs},
-                 reset_to_zero=["dw1c_ptr", "du_ptr", "dw2_ptr", "dscale_ptr", "dshift_ptr"])
+                 prune_configs_by={"early_config_prune": _prune_configs})
+@triton.jit
+def _gla_delta_kernel(
+    ctx_ptr,      # (B, Dc, H, W) input dtype, strides (s_cb, s_cc, s_ch, s_cw)
+    probs_ptr,    # (B, N) fp32 contiguous: the saved fp32 softmax a
+    gp_ptr,       # (B, Dc) fp32 contiguous: grad of pooled
+    ga_ptr,       # (B, N) fp32 contiguous: grad of attn (unused unless HAS_GA)
+    g_ptr,        # (B, N) fp32 contiguous, out: g_i = gp . v_i + ga_i
+    delta_ptr,    # (B,) fp32, out: delta = sum_i a_i g_i
+    N, W, DC, HD,
+    s_cb, s_cc, s_ch, s_cw,
+    HAS_GA: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    KIND: tl.constexpr,  # which tile list the config came from (autotune bookkeeping only)
+):
+    """One program per batch element. delta is summed from the same per-cell terms g_i that
+    ds_i = a_i (g_i - delta) uses, so a one-hot softmax (or N = 1) gives ds = 0 exactly, as
+    PyTorch's softmax backward does; a delta formed from the saved pooled output would not."""
+    b = tl.program_id(0)
+    ctx_b = ctx_ptr + b.to(tl.int64) * s_cb
+    d = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        g = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for k0 in range(0, DC, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < DC
+            v = _load_cells(ctx_b, offs_n, mask_n, offs_k, mask_k, W, s_cc, s_ch, s_cw)
+            gp = tl.load(gp_ptr + b.to(tl.int64) * DC + offs_k, mask=mask_k, other=0.0)
+            g += tl.sum(v.to(tl.float32) * gp[None, :], axis=1)
+        if HAS_GA:
+            g += tl.load(ga_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
+        tl.store(g_ptr + b.to(tl.int64) * N + offs_n, g, mask=mask_n)
+        d += tl.load(probs_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0) * g
+    tl.store(delta_ptr + b, tl.sum(d, axis=0))
+
+
+@triton.autotune(configs=_CONFIGS, key=["N", "DC", "HD"],
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _gla_bwd_kernel(
     ctx_ptr,      # (B, Dc, H, W) input dtype, strides (s_cb, s_cc, s_ch, s_cw)
@@ -247,99 +338,75 @@ def _gla_bwd_kernel(
     w2_ptr,       # (Hd,) input dtype, contiguous
     scale_ptr,    # (Hd,) input dtype, contiguous (unused unless HAS_BN)
     shift_ptr,    # (Hd,) input dtype, contiguous (unused unless HAS_BN)
-    scores_ptr,   # (B, N) fp32 contiguous, saved raw scores
-    lse_ptr,      # (B,) fp32, saved log-sum-exp of the scores
-    delta_ptr,    # (B,) fp32: gp . pooled + sum_i a_i ga_i
-    gp_ptr,       # (B, Dc) fp32 contiguous: grad of pooled
-    ga_ptr,       # (B, N) fp32 contiguous: grad of attn (unused unless HAS_GA)
-    dctx_ptr,     # (B, Dc, H, W) input dtype, strides (s_db, s_dc, s_dh, s_dw), out (if NEED_DCTX)
-    dw1c_ptr,     # (P, Hd, Dc) fp32 contiguous, zeroed: per-program partial dW1c (P = 1 if ATOMIC)
-    du_ptr,       # (B * S, Hd) fp32 contiguous, zeroed: sum_i dz_i per work item (b, split)
-    dw2_ptr,      # (P, Hd) fp32 contiguous, zeroed: partial dw2
-    dscale_ptr,   # (P, Hd) fp32 contiguous, zeroed: partial d hidden_scale (if NEED_DBN)
-    dshift_ptr,   # (P, Hd) fp32 contiguous, zeroed: partial d hidden_shift (if NEED_DBN)
-    Df, N, W, DC, HD, CELLS_PER_SPLIT, S, TOTAL_WORK,
-    s_cb, s_cc, s_ch, s_cw, s_w1h, s_w1k, s_db, s_dc, s_dh, s_dw,
-    HAS_BN: tl.constexpr, HAS_GA: tl.constexpr,
-    NEED_DCTX: tl.constexpr, NEED_DW1C: tl.constexpr, NEED_DU: tl.constexpr,
-    NEED_DW2: tl.constexpr, NEED_DBN: tl.constexpr, ATOMIC: tl.constexpr,
+    probs_ptr,    # (B, N) fp32 contiguous: the saved fp32 softmax a
+    g_ptr,        # (B, N) fp32 contiguous: gp . v_i + ga_i (_gla_delta_kernel)
+    delta_ptr,    # (B,) fp32: sum_i a_i g_i (_gla_delta_kernel)
+    dz_ptr,       # (B * N, Hd) dz dtype contiguous, out (if NEED_DZ): dW1c = dz^T V, dV = a gp + dz W1c
+    du_ptr,       # (B * S, Hd) fp32 contiguous, out: sum_i dz_i of each work item (b, split)
+    dw2_ptr,      # (B * S, Hd) fp32 contiguous, out: partial dw2 (if NEED_DW2)
+    dscale_ptr,   # (B * S, Hd) fp32 contiguous, out: partial d hidden_scale (if NEED_DBN)
+    dshift_ptr,   # (B * S, Hd) fp32 contiguous, out: partial d hidden_shift (if NEED_DBN)
+    Df, N, W, DC, HD, CELLS_PER_SPLIT, S,
+    s_cb, s_cc, s_ch, s_cw, s_w1h, s_w1k,
+    HAS_BN: tl.constexpr, NEED_DZ: tl.constexpr,
+    NEED_DW2: tl.constexpr, NEED_DBN: tl.constexpr,
     DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    BLOCK_DC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    KIND: tl.constexpr,  # which tile list the config came from (autotune bookkeeping only)
 ):
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    if ATOMIC:  # which partial-sum slot this program owns
-        part = pid * 0
-    else:
-        part = pid
-    offs_k = tl.arange(0, BLOCK_DC)
-    mask_k = offs_k < DC
-    # Persistent loop over work items (b, cell split); the weight partials stay per program.
-    for work in range(pid, TOTAL_WORK, num_programs):
-        b = work // S
-        split = work % S
-        start = split * CELLS_PER_SPLIT
-        end = tl.minimum(start + CELLS_PER_SPLIT, N)
-        ctx_b = ctx_ptr + b.to(tl.int64) * s_cb
-        dctx_b = dctx_ptr + b.to(tl.int64) * s_db
-        u_b = u_ptr + b * HD
-        lse = tl.load(lse_ptr + b)
-        delta = tl.load(delta_ptr + b)
-        gp = tl.load(gp_ptr + b.to(tl.int64) * DC + offs_k, mask=mask_k, other=0.0)
-        for n0 in range(start, end, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            mask_n = offs_n < end
-            v = _load_cells(ctx_b, offs_n, mask_n, offs_k, mask_k, W, s_cc, s_ch, s_cw)
-            s = tl.load(scores_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
-            a = tl.where(mask_n, tl.exp(s - lse), 0.0)
-            g = tl.sum(v.to(tl.float32) * gp[None, :], axis=1)
-            if HAS_GA:
-                g += tl.load(ga_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
-            ds = a * (g - delta)
-            if NEED_DCTX:
-                dv = a[:, None] * gp[None, :]
-            for h0 in range(0, HD, BLOCK_H):
-                z, h1, y, hid, w1c_t, gamma, offs_h, mask_h = _hidden_tile(
-                    v, w1_ptr, u_b, scale_ptr, shift_ptr, h0, Df, HD, s_w1h, s_w1k, offs_k,
-                    mask_k, HAS_BN, DOT_FP32, INPUT_PRECISION, BLOCK_H)
-                w2 = tl.load(w2_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
-                if NEED_DW2:
-                    _accumulate(dw2_ptr + part * HD + offs_h, tl.sum(ds[:, None] * hid, axis=0),
-                                mask_h, ATOMIC)
-                dh = ds[:, None] * w2[None, :]
-                if HAS_BN:
-                    dy = tl.where(y > 0.0, dh, 0.0)
-                    if NEED_DBN:
-                        _accumulate(dscale_ptr + part * HD + offs_h, tl.sum(dy * h1, axis=0),
-                                    mask_h, ATOMIC)
-                        _accumulate(dshift_ptr + part * HD + offs_h, tl.sum(dy, axis=0),
-                                    mask_h, ATOMIC)
-                    dh = dy * gamma[None, :]
-                dz = tl.where(z > 0.0, dh, 0.0)
-                if NEED_DU:
-                    _accumulate(du_ptr + work * HD + offs_h, tl.sum(dz, axis=0), mask_h, False)
-                if DOT_FP32:
-                    dz_op = dz
-                    v_op = v.to(tl.float32)
-                    w_op = w1c_t.to(tl.float32)
-                else:
-                    dz_op = dz.to(v.dtype)
-                    v_op = v
-                    w_op = w1c_t
-                if NEED_DW1C:
-                    dw1c = tl.dot(tl.trans(dz_op), v_op, input_precision=INPUT_PRECISION)
-                    ptrs = dw1c_ptr + part.to(tl.int64) * HD * DC + offs_h[:, None] * DC + offs_k[None, :]
-                    _accumulate(ptrs, dw1c, mask_h[:, None] & mask_k[None, :], ATOMIC)
-                if NEED_DCTX:
-                    dv += tl.dot(dz_op, tl.trans(w_op), input_precision=INPUT_PRECISION)
-                # du (and, deterministic, every partial) is read-modify-written by this
-                # program only; a CTA barrier orders one tile's stores before the next tile's
-                # loads whatever thread holds an element (a no-op in the interpreter).
-                tl.debug_barrier()
-            if NEED_DCTX:
-                ptrs = (dctx_b + offs_k[None, :] * s_dc + (offs_n // W)[:, None] * s_dh
-                        + (offs_n % W)[:, None] * s_dw)
-                tl.store(ptrs, dv.to(dctx_ptr.dtype.element_ty), mask=mask_n[:, None] & mask_k[None, :])
+    """One program per (batch element, cell split): recompute z tile by tile (one read of V),
+    form dz and write it, and keep the per-hidden-unit sums (du, dw2, dgamma, dbeta) in
+    registers; each program writes its own row of partials, which the host sums in a fixed
+    order (bitwise reproducible). The two products of dz (dV's dz W1c and dW1c = dz^T V) are
+    cuBLAS matmuls on the host: holding dz as a dot operand over the whole hidden layer here
+    spilled registers in every tile tried."""
+    b = tl.program_id(0)
+    split = tl.program_id(1)
+    work = b * S + split
+    start = split * CELLS_PER_SPLIT
+    end = tl.minimum(start + CELLS_PER_SPLIT, N)
+    ctx_b = ctx_ptr + b.to(tl.int64) * s_cb
+    u_b = u_ptr + b * HD
+    delta = tl.load(delta_ptr + b)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < HD
+    w2 = tl.load(w2_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
+    du = tl.zeros([BLOCK_H], dtype=tl.float32)
+    dw2 = tl.zeros([BLOCK_H], dtype=tl.float32)
+    dscale = tl.zeros([BLOCK_H], dtype=tl.float32)
+    dshift = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < end
+        a = tl.load(probs_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
+        g = tl.load(g_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
+        ds = a * (g - delta)
+        z = _preactivation(ctx_b, offs_n, mask_n, w1_ptr, u_b, offs_h, mask_h, Df, DC, W,
+                           s_cc, s_ch, s_cw, s_w1h, s_w1k, DOT_FP32, INPUT_PRECISION,
+                           BLOCK_N, BLOCK_H, BLOCK_K)
+        h1, y, hid, gamma = _activation(z, scale_ptr, shift_ptr, offs_h, mask_h, HAS_BN, BLOCK_H)
+        if NEED_DW2:
+            dw2 += tl.sum(ds[:, None] * hid, axis=0)
+        dh = ds[:, None] * w2[None, :]
+        if HAS_BN:
+            dy = tl.where(y > 0.0, dh, 0.0)
+            if NEED_DBN:
+                dscale += tl.sum(dy * h1, axis=0)
+                dshift += tl.sum(dy, axis=0)
+            dh = dy * gamma[None, :]
+        dz = tl.where(z > 0.0, dh, 0.0)
+        du += tl.sum(dz, axis=0)
+        if NEED_DZ:
+            rows = (b.to(tl.int64) * N + offs_n) * HD
+            tl.store(dz_ptr + rows[:, None] + offs_h[None, :], dz.to(dz_ptr.dtype.element_ty),
+                     mask=mask_n[:, None] & mask_h[None, :])
+    row = work.to(tl.int64) * HD + offs_h
+    tl.store(du_ptr + row, du, mask=mask_h)
+    if NEED_DW2:
+        tl.store(dw2_ptr + row, dw2, mask=mask_h)
+    if NEED_DBN:
+        tl.store(dscale_ptr + row, dscale, mask=mask_h)
+        tl.store(dshift_ptr + row, dshift, mask=mask_h)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,8 +428,11 @@ def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _block_dc(dc: int) -> int:
-    return max(16, triton.next_power_of_2(dc))
+def _block_h(hd: int) -> int:
+    if hd > MAX_HIDDEN:
+        raise ValueError(f"backend 'triton': hidden_dim {hd} > {MAX_HIDDEN} is not supported (a tile holds "
+                         f"the whole hidden layer); use backend 'cuda' or 'reference'")
+    return max(16, triton.next_power_of_2(hd))
 
 
 def _num_sms(device: torch.device) -> int:
@@ -386,7 +456,7 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
     """Fused GLA forward. Inputs as in ``gla_reference`` (already validated, one dtype/device).
 
     Returns ``(pooled (B, Dc) input dtype, attn (B, H, W) input dtype, lse (B,) fp32,
-    scores (B, N) fp32, u (B, Hd) fp32, pooled32 (B, Dc) fp32)``; the last four are what the
+    scores (B, N) fp32, u (B, Hd) fp32, pooled32 (B, Dc) fp32)``; lse, scores and u are what the
     backward needs.
     """
     B, Df = face.shape
@@ -395,6 +465,7 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
     N = H * W
     dev, dtype = context.device, context.dtype
     f32 = dict(device=dev, dtype=torch.float32)
+    block_h = _block_h(Hd)
     b1 = b1.contiguous()
     w2 = w2.contiguous()
     has_bn = hidden_scale is not None
@@ -403,40 +474,56 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
 
     u = torch.empty(B, Hd, **f32)
     S, per_split = _cell_splits(B, N, dev, num_splits)
+    final = S == 1
     scores = torch.empty(B, N, **f32)
     m = torch.empty(B, S, **f32)
     l = torch.empty(B, S, **f32)
-    acc = torch.empty(B, S, Dc, **f32)
+    acc = torch.empty(B if not final else 1, S, Dc, **f32)
+    lse = torch.empty(B, **f32)
+    pooled32 = torch.empty(B, Dc, **f32)
+    pooled = torch.empty(B, Dc, device=dev, dtype=dtype)
+    attn = torch.empty(B, H, W, device=dev, dtype=dtype)
     with _on_device(dev):
         _gla_face_proj_kernel[(B, triton.cdiv(Hd, 32))](
             face, w1, b1, u, Df, Hd, face.stride(0), face.stride(1), w1.stride(0), w1.stride(1),
             BLOCK_H=32, BLOCK_F=64)
         _gla_fwd_kernel[(B, S)](
             context, w1, u, w2, b2.reshape(1), scale, shift, scores, m, l, acc,
+            lse, pooled, pooled32, attn,
             Df, N, W, Dc, Hd, per_split, S,
             *context.stride(), w1.stride(0), w1.stride(1),
-            HAS_BN=has_bn, DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype),
-            BLOCK_DC=_block_dc(Dc))
-
-    # Merge the cell splits (S == 1 is the common case; this is then a no-op rescale).
-    m_max = m.amax(dim=1, keepdim=True)
-    weight = torch.exp(m - m_max)                                   # (B, S)
-    l_tot = (weight * l).sum(dim=1)                                 # (B,)
-    pooled32 = (weight.unsqueeze(-1) * acc).sum(dim=1) / l_tot.unsqueeze(-1)
-    lse = m_max.squeeze(1) + torch.log(l_tot)
-    attn = torch.exp(scores - lse.unsqueeze(1)).to(dtype).view(B, H, W)
-    pooled = pooled32.to(dtype, copy=True)
+            HAS_BN=has_bn, FINAL=final, DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype),
+            BLOCK_H=block_h)
+    if not final:  # merge the cell splits
+        m_max = m.amax(dim=1, keepdim=True)
+        weight = torch.exp(m - m_max)                               # (B, S)
+        l_tot = (weight * l).sum(dim=1)                             # (B,)
+        pooled32 = (weight.unsqueeze(-1) * acc).sum(dim=1) / l_tot.unsqueeze(-1)
+        lse = m_max.squeeze(1) + torch.log(l_tot)
+        scores = torch.exp(scores - m_max) / l_tot.unsqueeze(1)     # the fp32 softmax
+        attn = scores.to(dtype).view(B, H, W)
+        pooled = pooled32.to(dtype, copy=True)
     return pooled, attn, lse, scores, u, pooled32
 
 
+def _cells(context: torch.Tensor) -> torch.Tensor:
+    """(B, Dc, H, W) -> (B * H * W, Dc): a view for channels_last, one copy otherwise."""
+    B, Dc, H, W = context.shape
+    return context.permute(0, 2, 3, 1).reshape(B * H * W, Dc)
+
+
 def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift,
-                 lse, scores, u, pooled32, needs: Sequence[bool], deterministic: bool = True,
-                 num_splits: Optional[int] = None, num_programs: Optional[int] = None):
+                 lse, probs, u, pooled32, needs: Sequence[bool], deterministic: bool = True,
+                 num_splits: Optional[int] = None):
     """Fused GLA backward.
 
     ``needs`` = (face, context, w1, b1, w2, b2, bn) booleans, as in ``ctx.needs_input_grad``
     (bn covers hidden_scale and hidden_shift). ``grad_attn`` (B, H, W) may be None.
     Returns ``[dface, dcontext, dw1, db1, dw2, db2, dscale, dshift]``, None where not needed.
+    Every reduction runs in a fixed order, so the result is bitwise reproducible whatever
+    ``deterministic`` says. dW1c = dz^T V and dV = a gp^T + dz W1c are cuBLAS matmuls over a
+    (B * N, Hd) dz workspace (fp32 for fp32 inputs, else the inputs' dtype) that lives for the
+    duration of this call.
     """
     need_face, need_ctx, need_w1, need_b1, need_w2, need_b2, need_bn = (bool(x) for x in needs)
     B, Df = face.shape
@@ -453,48 +540,45 @@ def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hi
     need_du = need_face or need_w1 or need_b1
     if not (need_ctx or need_w1 or need_du or need_w2 or need_bn):
         return out
+    block_h = _block_h(Hd)
 
     gp = grad_pooled.to(torch.float32).contiguous()
-    delta = (gp * pooled32).sum(dim=1)
     has_ga = grad_attn is not None
-    if has_ga:
-        ga = grad_attn.reshape(B, N).to(torch.float32).contiguous()
-        delta = delta + (torch.exp(scores - lse.unsqueeze(1)) * ga).sum(dim=1)
-    else:
-        ga = gp  # never read
-    delta = delta.contiguous()
+    ga = grad_attn.reshape(B, N).to(torch.float32).contiguous() if has_ga else gp  # gp: never read
+    g = torch.empty(B, N, **f32)
+    delta = torch.empty(B, **f32)
 
     S, per_split = _cell_splits(B, N, dev, num_splits)
-    total = B * S
-    if num_programs is None:
-        num_programs = total if dev.type != "cuda" else min(total, _num_sms(dev))
-    P = max(1, min(int(num_programs), total))
-    slots = 1 if not deterministic else P
     w2c = w2.contiguous()
     scale = hidden_scale.contiguous() if has_bn else w2c
     shift = hidden_shift.contiguous() if has_bn else w2c
-    dw1c = torch.zeros(slots if need_w1 else 1, Hd, Dc, **f32)
-    du = torch.zeros(total if need_du else 1, Hd, **f32)
-    dw2 = torch.zeros(slots if need_w2 else 1, Hd, **f32)
-    dscale = torch.zeros(slots if need_bn else 1, Hd, **f32)
-    dshift = torch.zeros(slots if need_bn else 1, Hd, **f32)
-    if need_ctx:
-        # Same strides as context when it is dense (NCHW or channels_last), else dense NCHW.
-        dctx = torch.empty_like(context, memory_format=torch.preserve_format)
-    else:
-        dctx = context  # never written
+    du = torch.empty(B * S, Hd, **f32)
+    dw2 = torch.empty(B * S if need_w2 else 1, Hd, **f32)
+    dscale = torch.empty(B * S if need_bn else 1, Hd, **f32)
+    dshift = torch.empty(B * S if need_bn else 1, Hd, **f32)
+    dz_dtype = torch.float32 if dtype in (torch.float32, torch.float64) else dtype
+    need_dz = need_w1 or need_ctx
+    dz = torch.empty(B * N if need_dz else 1, Hd, device=dev, dtype=dz_dtype)
     with _on_device(dev):
-        _gla_bwd_kernel[(P,)](
-            context, w1, u, w2c, scale, shift, scores, lse, delta, gp, ga,
-            dctx, dw1c, du, dw2, dscale, dshift,
-            Df, N, W, Dc, Hd, per_split, S, total,
-            *context.stride(), w1.stride(0), w1.stride(1), *dctx.stride(),
-            HAS_BN=has_bn, HAS_GA=has_ga, NEED_DCTX=need_ctx, NEED_DW1C=need_w1, NEED_DU=need_du,
-            NEED_DW2=need_w2, NEED_DBN=need_bn, ATOMIC=not deterministic,
-            DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype), BLOCK_DC=_block_dc(Dc))
+        _gla_delta_kernel[(B,)](
+            context, probs, gp, ga, g, delta, N, W, Dc, Hd, *context.stride(),
+            HAS_GA=has_ga, BLOCK_H=block_h)
+        _gla_bwd_kernel[(B, S)](
+            context, w1, u, w2c, scale, shift, probs, g, delta,
+            dz, du, dw2, dscale, dshift,
+            Df, N, W, Dc, Hd, per_split, S,
+            *context.stride(), w1.stride(0), w1.stride(1),
+            HAS_BN=has_bn, NEED_DZ=need_dz, NEED_DW2=need_w2, NEED_DBN=need_bn,
+            DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype), BLOCK_H=block_h)
 
     if need_ctx:
-        out[1] = dctx
+        # dV = a gp^T + dz W1c, one (B*N, Hd) x (Hd, Dc) GEMM onto the rank-1 term, in the
+        # cells' (channels_last) order; NCHW and other layouts take one copy into place.
+        outer = (probs.unsqueeze(2) * gp.unsqueeze(1)).to(dz_dtype).view(B * N, Dc)
+        dcells = torch.addmm(outer, dz, w1[:, Df:].to(dz_dtype)).to(dtype)       # (B*N, Dc)
+        dctx = dcells.view(B, H, W, Dc).permute(0, 3, 1, 2)
+        like = torch.empty_like(context, memory_format=torch.preserve_format)
+        out[1] = dctx if dctx.stride() == like.stride() else like.copy_(dctx)
     if need_du:
         du_b = du.view(B, S, Hd).sum(dim=1)                          # (B, Hd)
         if need_face:
@@ -503,7 +587,8 @@ def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hi
             out[3] = du_b.sum(dim=0).to(dtype)
     if need_w1:
         dw1f = du_b.t() @ face.to(torch.float32)                      # (Hd, Df)
-        out[2] = torch.cat([dw1f, dw1c.sum(dim=0)], dim=1).to(dtype)
+        dw1c = dz.t() @ _cells(context).to(dz_dtype)                   # (Hd, Dc)
+        out[2] = torch.cat([dw1f, dw1c.to(torch.float32)], dim=1).to(dtype)
     if need_w2:
         out[4] = dw2.sum(dim=0).to(dtype)
     if need_bn:
@@ -512,5 +597,5 @@ def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hi
     return out
 
 
-__all__ = ["gla_forward", "gla_backward", "INTERPRET",
-           "_gla_face_proj_kernel", "_gla_fwd_kernel", "_gla_bwd_kernel"]
+__all__ = ["gla_forward", "gla_backward", "INTERPRET", "MAX_HIDDEN",
+           "_gla_face_proj_kernel", "_gla_fwd_kernel", "_gla_delta_kernel", "_gla_bwd_kernel"]

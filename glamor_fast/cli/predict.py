@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", action="store_true",
                         help="blend the faces' attention maps over the annotated frames (GLA/CA models)")
     parser.add_argument("--detect-side", type=_positive_int, default=DEFAULT_DETECT_SIDE, metavar="PIXELS",
-                        help="haar: detect on a copy downscaled to this longer side (default %(default)s); "
-                             "faces under 24 px in that copy are missed (e.g. under 96 px in a 1920x1080 frame)")
+                        help="haar: detect on video frames downscaled to this longer side (default %(default)s; "
+                             "still images: at least 1280); faces under 24 px in that copy are missed "
+                             "(e.g. under 96 px in a 1920x1080 frame)")
     parser.add_argument("--min-face", type=_positive_int, default=DEFAULT_MIN_FACE, metavar="PIXELS",
                         help="ignore faces smaller than this (pixels of the original frame; default %(default)s)")
     parser.add_argument("--batch-frames", type=_positive_int, default=8, metavar="N",

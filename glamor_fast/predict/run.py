@@ -41,7 +41,8 @@ DEFAULT_CHECKPOINT = "runs/quickstart/best.pt"
 JSONL_NAME = "predictions.jsonl"
 RECORD_FIELDS = ("source", "frame", "time_s", "track", "box", "detector_score", "emotion", "probs")
 DEFAULT_EVERY = 5          # detect on every 5th video frame; the tracker fills the frames between
-DEFAULT_DETECT_SIDE = 480  # Haar runs on frames downscaled to this longer side
+DEFAULT_DETECT_SIDE = 480  # Haar runs on video frames downscaled to this longer side
+IMAGE_DETECT_SIDE = 1280   # ... and on still images downscaled to at most this (at least detect_side)
 DEFAULT_MIN_FACE = 40      # smaller faces are ignored (the model sees faces at 96x96); also halves Haar's time
 
 
@@ -77,7 +78,8 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
         smooth: on videos, time constant in seconds of per-track exponential smoothing of the
             probabilities (None: off).
         batch_frames: frames whose faces go through the model in one forward pass.
-        detect_side: Haar only: longer side of the downscaled copy it runs on (None: full size).
+        detect_side: Haar only: longer side of the downscaled copy it runs on for video frames (None:
+            full size); still images, where speed matters less, use max(detect_side, 1280).
         min_face: faces whose box is smaller than this many pixels (width or height, in the
             original frame) are ignored, whatever the detector.
         on_record: called with each record as it is written; on_error with each failed input's line.
@@ -97,17 +99,21 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
     if attention and classifier.attention not in ("gla", "ca"):
         raise ValueError(f"--attention needs a model with GLA or CA attention; checkpoint {checkpoint} has "
                          f"attention {classifier.attention!r}")
-    if isinstance(detector, str):
-        detector = make_detector(detector, **({"max_side": detect_side, "min_size": min_face}
-                                              if detector == "haar" else {}))
+    image_detector = detector
+    if detector == "haar":
+        image_side = None if detect_side is None else max(detect_side, IMAGE_DETECT_SIDE)
+        detector = make_detector("haar", max_side=detect_side, min_size=min_face)
+        image_detector = make_detector("haar", max_side=image_side, min_size=min_face)
+    elif isinstance(detector, str):
+        detector = image_detector = make_detector(detector)
     out_dir = _writable_dir(out_dir)
     report = on_error or (lambda line: None)
     for line in errors:
         report(line)
     result = PredictResult(errors=list(errors))
     jsonl = JsonLines(out_dir / JSONL_NAME)
-    job = _Job(classifier, detector, int(every), attention, smooth, int(batch_frames), int(min_face), progress,
-               jsonl, on_record)
+    job = _Job(classifier, detector, image_detector, int(every), attention, smooth, int(batch_frames), int(min_face),
+               progress, jsonl, on_record)
     try:
         for src in tqdm(sources, desc="predict", unit="file", disable=not progress or len(sources) < 2):
             mark = jsonl.mark()
@@ -171,10 +177,12 @@ def _output_paths(src: Source, out_dir: Path) -> list[Path]:
 class _Job:
     """The per-input work of one ``predict`` call (model, detector and options shared by all inputs)."""
 
-    def __init__(self, classifier: FaceClassifier, detector: Callable, every: int, attention: bool,
-                 smooth: Optional[float], batch_frames: int, min_face: int, progress: bool, jsonl: JsonLines,
+    def __init__(self, classifier: FaceClassifier, detector: Callable, image_detector: Callable, every: int,
+                 attention: bool, smooth: Optional[float], batch_frames: int, min_face: int, progress: bool,
+                 jsonl: JsonLines,
                  on_record: Optional[Callable]):
-        self.classifier, self.detector, self.every, self.min_face = classifier, detector, every, min_face
+        self.classifier, self.every, self.min_face = classifier, every, min_face
+        self.detector, self.image_detector = detector, image_detector
         self.attention, self.smooth, self.batch_frames = attention, smooth, batch_frames
         self.progress, self.jsonl, self.on_record = progress, jsonl, on_record
         self.max_faces = 32  # faces per forward pass at most (bounds memory in crowded frames)
@@ -191,7 +199,7 @@ class _Job:
             data.close()
 
     def _image(self, src: Source, image: np.ndarray, target: Path) -> Path:
-        faces = [(i, d.box, d.score) for i, d in enumerate(self._detect(image, src))]
+        faces = [(i, d.box, d.score) for i, d in enumerate(self._detect(image, src, self.image_detector))]
         (annotated,) = self._classify(src, [_Frame(0, image, faces)], fps=None, smoother=None, timeline=None)
         return write_image(target, annotated)
 
@@ -210,7 +218,7 @@ class _Job:
                     raise InputError(f"{src.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
                                      f"the video {reader.size[0]}x{reader.size[1]}")
                 if index % self.every == 0:
-                    tracker.update(self._detect(frame, src))
+                    tracker.update(self._detect(frame, src, self.detector))
                 faces = [(t.id, t.box, t.score) for t in tracker.current()]
                 buffer.append(_Frame(index, frame, faces))
                 n_faces += len(faces)
@@ -231,8 +239,8 @@ class _Job:
                              {t: (np.asarray(v[0]), np.asarray(v[1])) for t, v in timeline.items()})
         return [video, png]
 
-    def _detect(self, image: np.ndarray, src: Source) -> list[Detection]:
-        found = self.detector(image)
+    def _detect(self, image: np.ndarray, src: Source, detector: Callable) -> list[Detection]:
+        found = detector(image)
         out = []
         for d in found:
             box, score = d[0], d[1]

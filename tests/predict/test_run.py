@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import glamor_fast.data.transforms as transforms
-from glamor_fast.data import read_image
+from glamor_fast.data import HaarFaceDetector, read_image
 from glamor_fast.predict import RECORD_FIELDS, FaceClassifier, ProbSmoother, predict
 from glamor_fast.predict.tracking import iou
 
@@ -181,3 +181,14 @@ def test_inputs_that_would_share_an_output_name_get_distinct_ones(ckpt, tmp_path
     assert res.errors == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "clip-2.mp4", "clip-2.timeline.png", "clip.mp4", "clip.timeline.png", "predictions.jsonl", "x-2.jpg", "x.jpg"]
+
+
+def test_a_small_face_in_a_large_photo_is_found(ckpt, tmp_path):
+    """Still images are searched at up to 1280 px (videos at --detect-side 480, for speed)."""
+    big = np.full((1080, 1920, 3), 90, np.uint8)
+    big[500:725, 900:1092] = cv2.resize(grace(), (192, 225), interpolation=cv2.INTER_AREA)  # face about 85 px
+    photo = write_rgb(tmp_path / "big.png", big)
+    (r,) = read_jsonl(predict([photo], ckpt, tmp_path / "out", **REF).jsonl)
+    assert r["box"] is not None and 900 <= r["box"][0] < r["box"][2] <= 1092
+    # the same photo as a video frame: at 480 px that face is under Haar's 24 px window
+    assert HaarFaceDetector(max_side=480, min_size=40)(big) == []

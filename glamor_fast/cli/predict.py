@@ -64,8 +64,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
 
 
+def _quiet_opencv() -> None:
+    """FFmpeg's and OpenCV's own warnings ("moov atom not found", ...) off: a file that cannot be
+    decoded gets our one line instead. ``-v`` (or OPENCV_FFMPEG_LOGLEVEL set by the user) keeps them."""
+    import os
+
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg is next used
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def main(args: argparse.Namespace) -> int:
     from glamor_fast.predict import predict
+
+    if not getattr(args, "verbose", False):
+        _quiet_opencv()
 
     def error(line: str) -> None:
         print(f"glamor-fast predict: error: {line}", file=sys.stderr)

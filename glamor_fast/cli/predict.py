@@ -1,52 +1,105 @@
-"""``glamor-fast predict``: the command line of ``glamor_fast.predict``."""
+"""``glamor-fast predict INPUT... --checkpoint CKPT --out DIR``: the command line of ``glamor_fast.predict``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from glamor_fast.predict import DEFAULT_CHECKPOINT, predict
+from glamor_fast.data.faces import DETECTORS, MissingExtraError
+from glamor_fast.predict.run import (DEFAULT_CHECKPOINT, DEFAULT_DETECT_SIDE, DEFAULT_EVERY, DEFAULT_MIN_FACE,
+                                     JSONL_NAME)
 from glamor_fast.training.checkpoint import CheckpointError
 
 
-def parse_box(text: str) -> tuple[int, int, int, int]:
-    """'x1,y1,x2,y2' -> ints; argparse-friendly ValueError otherwise."""
-    parts = text.replace(" ", "").split(",")
+def _positive_int(text: str) -> int:
     try:
-        if len(parts) != 4:
-            raise ValueError
-        x1, y1, x2, y2 = (int(round(float(p))) for p in parts)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--box must be 'x1,y1,x2,y2' (pixels), got {text!r}") from None
-    if x2 <= x1 or y2 <= y1:
-        raise argparse.ArgumentTypeError(f"--box {text!r}: need x1 < x2 and y1 < y2")
-    return x1, y1, x2, y2
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG/JPEG)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, video files (.mp4 .avi .mkv .mov .webm ...: what OpenCV's FFmpeg "
+                             "decodes) and folders of them (searched recursively, sorted)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help="checkpoint to use (default %(default)s, written by `glamor-fast quickstart`; "
                              "that one is trained on the synthetic built-in dataset, not on real faces)")
-    parser.add_argument("--box", type=parse_box, action="append", metavar="X1,Y1,X2,Y2",
-                        help="face box in pixels, once per image in order (default: detect with a Haar cascade)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help=f"output folder: annotated images/videos, a timeline PNG per video, {JSONL_NAME}")
+    parser.add_argument("--detector", default="haar", choices=list(DETECTORS),
+                        help="face detector (default %(default)s; dlib-cnn and dlib-hog need pip install \".[dlib]\")")
+    parser.add_argument("--every", type=_positive_int, default=DEFAULT_EVERY, metavar="N",
+                        help="videos: detect faces every N frames and track them in between (default %(default)s)")
+    parser.add_argument("--smooth", action="store_true",
+                        help="videos: smooth each face track's probabilities over time (exponential moving average)")
+    parser.add_argument("--smooth-seconds", type=_seconds, default=0.5, metavar="SECONDS",
+                        help="time constant of --smooth (default %(default)s)")
+    parser.add_argument("--attention", action="store_true",
+                        help="blend the faces' attention maps over the annotated frames (GLA/CA models)")
+    parser.add_argument("--detect-side", type=_positive_int, default=DEFAULT_DETECT_SIDE, metavar="PIXELS",
+                        help="haar: detect on video frames downscaled to this longer side (default %(default)s; "
+                             "still images: at least 1280); faces under 24 px in that copy are missed "
+                             "(e.g. under 96 px in a 1920x1080 frame)")
+    parser.add_argument("--min-face", type=_positive_int, default=DEFAULT_MIN_FACE, metavar="PIXELS",
+                        help="ignore faces smaller than this (pixels of the original frame; default %(default)s)")
+    parser.add_argument("--batch-frames", type=_positive_int, default=8, metavar="N",
+                        help="frames whose faces go through the model in one forward pass (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="also print every record as a JSON line")
+    parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     parser.add_argument("--device", default="auto", help="default %(default)s")
     parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _quiet_opencv() -> None:
+    """FFmpeg's and OpenCV's own warnings ("moov atom not found", ...) off: a file that cannot be
+    decoded gets our one line instead. ``-v`` (or OPENCV_FFMPEG_LOGLEVEL set by the user) keeps them."""
+    import os
+
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg is next used
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def main(args: argparse.Namespace) -> int:
+    from glamor_fast.predict import predict
+
+    if not getattr(args, "verbose", False):
+        _quiet_opencv()
+
+    def error(line: str) -> None:
+        print(f"glamor-fast predict: error: {line}", file=sys.stderr)
+
+    on_record = (lambda r: print(json.dumps(r), flush=True)) if args.json else None
     try:
-        results = predict(args.checkpoint, args.images, args.box, args.device, args.backend)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"glamor-fast predict: error: {exc}", file=sys.stderr)
+        result = predict(args.inputs, args.checkpoint, args.out, detector=args.detector, every=args.every,
+                         attention=args.attention, smooth=args.smooth_seconds if args.smooth else None,
+                         device=args.device, backend=args.backend,
+                         batch_frames=args.batch_frames, detect_side=args.detect_side, min_face=args.min_face,
+                         progress=args.progress or sys.stderr.isatty(), on_record=on_record, on_error=error)
+    except (CheckpointError, MissingExtraError, ValueError, OSError) as exc:
+        error(str(exc))
         return 1
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        probs = "  ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
-        print(f"{r['image']}: {r['emotion']} ({r['probabilities'][r['emotion']]:.3f}); face box "
-              f"{r['box']} ({r['box_source']})\n  {probs}")
-    return 0
+    except KeyboardInterrupt:
+        error(f"interrupted: the files of finished inputs are in {args.out}; {JSONL_NAME} was not "
+              "written (an older one is left as it was)")
+        return 130
+    done = len(result.outputs)
+    print(f"{result.records} records in {result.jsonl}; {done} files written to {args.out}"
+          + (f"; {len(result.errors)} input(s) failed (see above)" if result.errors else ""),
+          file=sys.stderr if args.json else sys.stdout)
+    return 1 if result.errors else 0

@@ -49,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .caer import EMOTIONS, box_file_for, class_index, write_box_file
-from .faces import HaarFaceDetector
+from .faces import HaarFaceDetector, largest_face
 
 DEFAULT_PARTS = 5
 # CAER split folder (lower case) -> NCAER-S split name, in leakage priority order.
@@ -159,7 +159,8 @@ def build_ncaer(caer_root: Union[str, os.PathLike], out: Union[str, os.PathLike]
         out: output folder; images go to out/images (a CAER-S-layout root).
         parts: K, the number of parts per video (one frame per part).
         seed: frame-choice seed.
-        detector: "haar" (OpenCV's Haar cascade), any callable(image_rgb) -> box or None, or None
+        detector: "haar" (OpenCV's Haar cascade), a detector (image_rgb -> list[Detection]; the largest
+            face is kept) or a callable(image_rgb) -> box or None, or None
             to write no box files (run `glamor-fast detect-faces OUT/images` later).
         progress: tqdm progress bar.
         overwrite: replace an existing out/images; otherwise an existing non-empty one is an error.
@@ -217,7 +218,7 @@ def build_ncaer(caer_root: Union[str, os.PathLike], out: Union[str, os.PathLike]
                 raise RuntimeError(f"could not encode frame {index} of {path} as JPEG")
             buf.tofile(str(target))
             if detector is not None:
-                box = detector(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                box = largest_face(detector(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
                 write_box_file(box_file_for(images, rel_img), box)
                 counts[split]["faces"] += box is not None
             entry["frames"].append(index)

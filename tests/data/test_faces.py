@@ -1,10 +1,16 @@
 import argparse
+import importlib.util
+import sys
 import warnings
+
+import cv2
+import numpy as np
 
 import pytest
 from matplotlib import cbook
 
 from glamor_fast.data import CAERSDataset, HaarFaceDetector, detect_faces, read_image
+from glamor_fast.data.faces import Detection, MissingExtraError, largest_face, make_detector
 from glamor_fast.cli import detect_faces as faces_cli
 
 
@@ -15,18 +21,83 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+GRACE = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+# Her face (forehead under the cap to chin, ear to ear), checked by eye once: about x 165..365, y 130..330.
+GRACE_FACE = (165, 130, 365, 330)
+
+
+def _two_faces(scale: float = 1.0):
+    img = read_image(GRACE)
+    if scale != 1.0:
+        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return np.concatenate([img, img], axis=1)
+
+
+def _assert_finds_both(found, scale: float = 1.0, min_iou: float = 0.6):
+    w = round(512 * scale)
+    expect = [tuple(v * scale for v in GRACE_FACE), tuple(v * scale + (w if i % 2 == 0 else 0) for i, v in enumerate(GRACE_FACE))]
+    assert len(found) == 2, found
+    for det, box in zip(found, expect):
+        assert isinstance(det, Detection) and all(isinstance(v, int) for v in det.box)
+        assert _iou(det.box, box) > min_iou, (det, box)
+
+
 def test_haar_finds_grace_hopper():
-    img = read_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    img = read_image(GRACE)
     assert img.shape == (600, 512, 3)
-    box = HaarFaceDetector()(img)
-    assert box is not None
-    # Her face (forehead under the cap to chin, ear to ear), checked by eye once: about x 165..365, y 130..330.
-    assert _iou(box, (165, 130, 365, 330)) > 0.6, box
+    (det,) = HaarFaceDetector()(img)
+    assert _iou(det.box, GRACE_FACE) > 0.6 and det.score is None
+    assert largest_face([det]) == det.box
 
 
-def test_haar_returns_none_without_a_face():
-    import numpy as np
-    assert HaarFaceDetector()(np.full((120, 160, 3), 128, np.uint8)) is None
+def test_haar_returns_every_face_and_detects_on_a_downscaled_copy():
+    two = _two_faces()
+    _assert_finds_both(HaarFaceDetector(max_side=None)(two))
+    _assert_finds_both(HaarFaceDetector(max_side=320)(two))  # boxes in pixels of the original frame
+    assert HaarFaceDetector(max_size=150)(two) == []           # size limits in original pixels
+    assert HaarFaceDetector(min_size=260)(two) == []
+
+
+def test_haar_returns_nothing_without_a_face_and_rejects_bad_images():
+    assert HaarFaceDetector()(np.full((120, 160, 3), 128, np.uint8)) == []
+    with pytest.raises(ValueError, match="RGB uint8"):
+        HaarFaceDetector()(np.zeros((10, 10), np.uint8))
+
+
+def test_make_detector_names():
+    assert isinstance(make_detector("haar"), HaarFaceDetector)
+    with pytest.raises(ValueError, match="unknown face detector 'yolo'; choose one of haar, dlib-cnn, dlib-hog"):
+        make_detector("yolo")
+
+
+@pytest.mark.parametrize("name", ["dlib-cnn", "dlib-hog"])
+def test_dlib_detectors_without_dlib_name_the_extra(name, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    with pytest.raises(MissingExtraError, match=r'pip install "\.\[dlib\]"'):
+        make_detector(name)
+
+
+def test_dlib_cnn_without_its_weights_package_names_the_extra(monkeypatch):
+    pytest.importorskip("dlib")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(MissingExtraError, match="face-recognition-models"):
+        make_detector("dlib-cnn")
+
+
+def test_dlib_hog_finds_both_faces():
+    pytest.importorskip("dlib", reason="optional extra: pip install '.[dlib]'")
+    found = make_detector("dlib-hog")(_two_faces())
+    _assert_finds_both(found)
+    assert all(d.score > 0 for d in found)
+
+
+def test_dlib_cnn_finds_both_faces():
+    pytest.importorskip("dlib", reason="optional extra: pip install '.[dlib]'")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("optional extra: pip install '.[dlib]' (face-recognition-models)")
+    found = make_detector("dlib-cnn")(_two_faces(scale=0.3))  # small frame: the CNN takes seconds on a CPU
+    _assert_finds_both(found, scale=0.3, min_iou=0.5)
+    assert all(d.score >= 0.6 for d in found)
 
 
 class CountingDetector:
@@ -66,6 +137,13 @@ def test_detect_faces_writes_box_files_cached_and_resumable(tree):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert CAERSDataset(root, "test").boxes == [(2, 3, 20, 25)] * 2
+
+
+def test_detect_faces_keeps_the_largest_face_of_a_detector(tree):
+    root, _ = tree
+    det = lambda img: [Detection((0, 0, 5, 5), 0.9), Detection((1, 2, 30, 33), 0.5)]  # noqa: E731
+    assert detect_faces(root, detector=det, progress=False, splits=["test"])["detected"] == 2
+    assert (root / "crop/test/Anger/a0.txt").read_text().strip() == "1,2,30,33"
 
 
 def test_detector_returning_a_bad_box_is_an_error(tree):

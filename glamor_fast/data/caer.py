@@ -227,7 +227,6 @@ class CAERSDataset(SampleList):
         box_source (str, where the boxes came from), root (Path).
     """
 
-
     def __init__(self, root, split: str, train: bool = False, boxes: BoxSource = None,
                  face_visible: bool = False, normalize: bool = False, seed: int = 0,
                  no_box: str = "unmasked"):

@@ -210,6 +210,12 @@ class CachedDataset(SampleList):
         self.samples = [(e["source"], e["label"]) for e in entries]
         self.boxes = [None if e["box"] is None else tuple(e["box"]) for e in entries]
         self.has_face = np.array([e["box"] is not None for e in entries], dtype=bool)
+        missing = int((~self.has_face).sum())
+        if missing:
+            warnings.warn(
+                f"CachedDataset({self.cache}, {split!r}): {missing} of {len(entries)} images have no face box; "
+                f"the cache was built with --no-box {no_box}: they get a zero face and an unmasked context, "
+                "so the face leaks into the context", stacklevel=2)
         self._arrays = None
         faces, contexts = self._open()
         if faces.shape[0] != len(entries) or contexts.shape[0] != len(entries):

@@ -194,6 +194,17 @@ class SampleList(Dataset):
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
 
+    @property
+    def epoch(self) -> int:
+        return int(self._shared_epoch[0])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        # In shared memory: DataLoader workers (persistent ones too) see set_epoch of the main process.
+        if "_shared_epoch" not in self.__dict__:
+            self._shared_epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._shared_epoch[0] = int(value)
+
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream for this epoch (training only)."""
         self.epoch = int(epoch)

@@ -31,12 +31,13 @@ def _normalize(x: torch.Tensor, normalize: bool) -> torch.Tensor:
 
 def crop_contexts(context_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
                   crop: int = CONTEXT_CROP) -> torch.Tensor:
-    """context_u8 (B, H, W, 3) uint8, top/left (B,) int64 -> (B, crop, crop, 3) uint8 (exact crops)."""
-    b = context_u8.shape[0]
-    ar = torch.arange(crop, device=context_u8.device)
-    rows = (top.view(b, 1) + ar).view(b, crop, 1)
-    cols = (left.view(b, 1) + ar).view(b, 1, crop)
-    return context_u8[torch.arange(b, device=context_u8.device).view(b, 1, 1), rows, cols]
+    """context_u8 (B, H, W, 3) uint8, top/left (B,) int64 -> (B, crop, crop, 3) uint8 (exact crops).
+
+    One stack of B views: a single copy kernel on any device (a gather with index tensors was
+    15x slower on the CPU).
+    """
+    tops, lefts = top.tolist(), left.tolist()
+    return torch.stack([context_u8[b, t:t + crop, l:l + crop] for b, (t, l) in enumerate(zip(tops, lefts))])
 
 
 def rotate_faces(face_u8: torch.Tensor, flip: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:

@@ -131,3 +131,21 @@ def test_no_box_policies(frames_tree, tmp_path):
         CAERSDataset(frames_tree, "test", no_box="detect")
     with pytest.raises(ValueError, match="no_box='guess'"):
         CAERSDataset(frames_tree, "test", no_box="guess")
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_persistent_workers_follow_set_epoch(frames_tree, tmp_path, cached):
+    from torch.utils.data import DataLoader
+
+    if cached:
+        prepare_cache(frames_tree, tmp_path / "cache", splits=["test"], workers=1, progress=False)
+        ds = CachedDataset(tmp_path / "cache", "test", train=True)
+        key = "aug"
+    else:
+        ds, key = _on_the_fly(frames_tree, "test", train=True), "context"
+    loader = DataLoader(ds, batch_size=7, num_workers=1, persistent_workers=True)
+    seen = []
+    for epoch in (0, 1, 0):
+        ds.set_epoch(epoch)
+        seen.append(next(iter(loader))[key])
+    assert not torch.equal(seen[0], seen[1]) and torch.equal(seen[0], seen[2])

@@ -213,8 +213,11 @@ def train_loader(ds: Dataset, cfg: TrainConfig, info: DistInfo, pin_memory: bool
     sampler = SkippingSampler(DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank,
                                                  shuffle=True, seed=cfg.seed, drop_last=False))
     workers = loader_workers(cfg.num_workers)
+    # Its own generator: a persistent loader draws its worker seed only when first iterated, so
+    # drawing it from the global RNG would make a resumed run's dropout differ from a straight one.
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0)
+                        pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
     if is_cached_train(ds):
         return DeviceAugmentLoader(loader, device or torch.device("cpu"), cfg.normalize, channels_last)
     return loader
@@ -225,7 +228,8 @@ def eval_loader(ds: Dataset, batch_size: int, info: DistInfo = DistInfo(), num_w
     """Evaluation DataLoader (num_workers None: ``loader_workers``; ``persistent`` for one reused every epoch)."""
     workers = loader_workers(num_workers)
     return DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), info),
-                      num_workers=workers, pin_memory=pin_memory, persistent_workers=persistent and workers > 0)
+                      num_workers=workers, pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def dataset_classes(ds: Dataset) -> list[str]:

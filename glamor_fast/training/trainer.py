@@ -83,7 +83,7 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
     out_dir = Path(cfg.out_dir)
     root = resolve_data_root(cfg, info)
     train_ds, val_ds, val_desc, class_names = build_datasets(root, cfg)
-    _say(info, f"data: {root} ({cfg.dataset}), {len(train_ds)} train images, validation on {val_desc}; "
+    _say(info, f"data: {root} ({cfg.dataset}{f', from the cache {cfg.cache}' if cfg.cache else ''}), {len(train_ds)} train images, validation on {val_desc}; "
                f"device {device}, world size {info.world_size}")
 
     seed_everything(cfg.seed)  # identical initial weights on every rank

@@ -38,8 +38,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_pipeline(loader: DataLoader, seconds: float, device: torch.device, cached: bool) -> float:
-    """samples/s over whole batches for >= ``seconds``, after one warm-up batch; cycles epochs."""
+def time_pipeline(loader: DataLoader, seconds: float, device: torch.device, cached: bool,
+                  augment: bool = True) -> float:
+    """samples/s over whole batches for >= ``seconds``, after one warm-up batch; cycles epochs.
+
+    ``augment=False`` (cached only): the loader's side alone, what a worker hands to the device."""
     it, count, t0 = iter(loader), 0, None
     epoch = 0
     while True:
@@ -50,7 +53,9 @@ def time_pipeline(loader: DataLoader, seconds: float, device: torch.device, cach
             loader.dataset.set_epoch(epoch)
             it = iter(loader)
             continue
-        if cached:
+        if cached and not augment:
+            face = batch["face_u8"]
+        elif cached:
             face, context = augment_batch(batch["face_u8"].to(device, non_blocking=True),
                                           batch["context_u8"].to(device, non_blocking=True),
                                           batch["aug"], batch["has_face"])
@@ -102,15 +107,17 @@ def run(root: Path, seconds: float, repeats: int, batch: int) -> dict:
                           pin_memory=torch.cuda.is_available())
 
     fly_loader, cached_loader = loader(fly_ds), loader(cached_ds)
-    fly, cached = [], {d.type: [] for d in devices}
+    fly, cached, loader_only = [], {d.type: [] for d in devices}, []
     for _ in range(repeats):
         fly.append(time_pipeline(fly_loader, seconds, devices[0], cached=False))
+        loader_only.append(time_pipeline(cached_loader, seconds, devices[0], cached=True, augment=False))
         for d in devices:
             cached[d.type].append(time_pipeline(cached_loader, seconds, d, cached=True))
     out = {
         "on_the_fly": _summary(fly),
         "cached": _summary(cached["cpu"]),
         "cached_by_augment_device": {k: _summary(v) for k, v in cached.items()},
+        "cached_loader_only": _summary(loader_only),
         "augment_only": {d.type: {"samples_per_s": time_device_augment(cached_ds, d, 256, seconds), "batch": 256}
                          for d in devices},
         "prepare": {"images": prep["entries"], "decoded": prep["decoded"], "seconds": prep_s,
@@ -131,6 +138,9 @@ def report(res: dict) -> str:
     for dev, r in res["cached_by_augment_device"].items():
         lines.append(f"cached, augmentation on {dev}: {r['samples_per_s']:.0f} samples/s "
                      f"(min {r['min']:.0f}, max {r['max']:.0f})")
+    r = res["cached_loader_only"]
+    lines.append(f"cached, the loader worker's side alone (no augmentation): {r['samples_per_s']:.0f} samples/s "
+                 f"(min {r['min']:.0f}, max {r['max']:.0f})")
     for dev, r in res["augment_only"].items():
         lines.append(f"augment_batch alone on {dev}: {r['samples_per_s']:.0f} samples/s (batch {r['batch']})")
     p = res["prepare"]

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help=f"decoding processes (default: every usable core, here {default_workers()})")
     parser.add_argument("--face-visible", action="store_true",
-                        help="keep the face in the context (the paper's setting (iii), e.g. --model caer-s-like)")
+                        help="keep the face in the context (the paper's setting (iii): the context-visible-* models)")
     parser.add_argument("--no-box", default="unmasked", choices=NO_BOX_POLICIES,
                         help="images without a face box: unmasked context (the authors' behaviour, default, so "
                              "results compare with the paper), drop them, or detect a face (Haar)")

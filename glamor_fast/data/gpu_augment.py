@@ -19,14 +19,11 @@ import torch.nn.functional as F
 from .transforms import CONTEXT_CROP, IMAGENET_MEAN, IMAGENET_STD
 
 
-def _normalize(x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """x (B, 3, H, W) float in [0, 255] levels -> /255, then ImageNet mean/std."""
-    x = x / 255.0
-    if normalize:
-        mean = torch.as_tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.as_tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-    return x
+def _scale_shift(device: torch.device, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) (1, 3, 1, 1) float32 with x * scale + shift = x / 255, then ImageNet mean/std if ``normalize``."""
+    std = torch.as_tensor(IMAGENET_STD if normalize else [1.0, 1.0, 1.0], device=device).view(1, 3, 1, 1)
+    mean = torch.as_tensor(IMAGENET_MEAN if normalize else [0.0, 0.0, 0.0], device=device).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std
 
 
 def crop_contexts(context_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
@@ -61,7 +58,7 @@ def rotate_faces(face_u8: torch.Tensor, flip: torch.Tensor, angle_deg: torch.Ten
     mat[:, 1, 1] = cos
     grid = F.affine_grid(mat.to(x.dtype), [b, 3, h, w], align_corners=True)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.round_().clamp_(0, 255)
+    return out.round_()  # bilinear weights sum to <= 1 over [0, 255] values: no clamp needed
 
 
 def augment_batch(face_u8: torch.Tensor, context_u8: torch.Tensor, aug: torch.Tensor, has_face: torch.Tensor,
@@ -89,10 +86,14 @@ def augment_batch(face_u8: torch.Tensor, context_u8: torch.Tensor, aug: torch.Te
     hc, wc = context_u8.shape[1:3]
     if bool(((top < 0) | (left < 0) | (top > hc - crop) | (left > wc - crop)).any()):
         raise ValueError(f"augment_batch: crop offsets outside [0, {hc - crop}] x [0, {wc - crop}]")
-    ctx = crop_contexts(context_u8, top, left, crop).permute(0, 3, 1, 2).float()
-    face = rotate_faces(face_u8, flip, angle)
-    face = _normalize(face, normalize) * has_face.to(face_u8.device).view(-1, 1, 1, 1).to(face.dtype)
-    ctx = _normalize(ctx, normalize)
+    scale, shift = _scale_shift(face_u8.device, normalize)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    # One pass each for the uint8 -> float conversion and the affine scaling (this path is the
+    # CPU's bottleneck when there is no GPU).
+    crops = crop_contexts(context_u8, top, left, crop).permute(0, 3, 1, 2)
+    ctx = torch.empty(crops.shape, dtype=torch.float32, device=crops.device, memory_format=fmt).copy_(crops)
+    ctx = torch.addcmul(shift, ctx, scale)
+    face = rotate_faces(face_u8, flip, angle)
+    keep = has_face.to(face_u8.device).view(-1, 1, 1, 1).to(face.dtype)
+    face = torch.addcmul(shift * keep, face, scale * keep)  # zero where there is no face
     return face.contiguous(memory_format=fmt), ctx.contiguous(memory_format=fmt)
-

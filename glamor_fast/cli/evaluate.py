@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from glamor_fast.data.no_box import NO_BOX_POLICIES
 from glamor_fast.evaluate import evaluate_checkpoint
 from glamor_fast.training.checkpoint import CheckpointError
 
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="CACHE", help="read a `glamor-fast prepare` cache (same tensors, bit for bit)")
     parser.add_argument("--predictions", metavar="FILE",
                         help="write per-image results as JSON lines: source, label, emotion, probs")
-    parser.add_argument("--no-box", choices=["unmasked", "drop", "detect"],
+    parser.add_argument("--no-box", choices=NO_BOX_POLICIES,
                         help="images without a face box (default: the checkpoint's setting)")
     parser.add_argument("--out-dir", help="where the PNG and JSON go (default: the checkpoint's folder)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")

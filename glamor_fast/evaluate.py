@@ -81,17 +81,26 @@ def plot_confusion_matrix(cm, class_names: list, path, title: str = "Confusion m
 def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Optional[str] = None,
                         split: str = "test", batch_size: int = 64, device: str = "auto",
                         backend: Optional[str] = None, out_dir: Optional[str] = None, amp: str = "none",
-                        num_workers: int = 0, progress: bool = True, verbose: bool = True) -> dict:
+                        num_workers: Optional[int] = 0, progress: bool = True, verbose: bool = True,
+                        cache: Optional[str] = None, predictions: Optional[str] = None,
+                        no_box: Optional[str] = None) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of its dataset (or ``data_root``); returns the metrics dict.
 
-    The dataset settings (face visible in context, normalisation) come from the checkpoint's config.
+    The dataset settings (face visible in context, normalisation, no-box policy) come from the
+    checkpoint's config. ``cache``: read a prepared cache instead of decoding the images (the
+    tensors are bit-identical). ``predictions``: also write per-image JSON lines there.
     """
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(ckpt["config"])
     if dataset is not None:
         cfg.dataset = dataset
+    cfg.cache = cache
+    if no_box is not None:
+        cfg.no_box = no_box
     if data_root is not None:
         cfg.data_root = data_root
+    elif cache is not None:
+        cfg.data_root = None  # the cache's own record of where its sources are
     elif ckpt.get("data_root"):
         cfg.data_root = ckpt["data_root"]
     root = resolve_data_root(cfg)
@@ -104,6 +113,8 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     model = model_from_checkpoint(ckpt, backend=backend, device=dev, where=f"checkpoint {checkpoint}")
     preds = collect_predictions(model, eval_loader(ds, batch_size, num_workers=num_workers), dev, amp,
                                 show_progress=progress, desc=f"eval {split}")
+    if predictions:
+        write_predictions(predictions, preds, root, class_names)
     metrics = classification_metrics(preds["probs"], preds["labels"], class_names)
     metrics.update({"checkpoint": str(checkpoint), "data_root": str(root), "split": split,
                     "model": cfg.model, "epoch": int(ckpt["epoch"])})
@@ -115,6 +126,19 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     if verbose:
         print(format_report(metrics, class_names))
     return metrics
+
+
+def write_predictions(path, preds: dict, root: Path, class_names: list) -> Path:
+    """JSON lines, one per image: {"source": absolute path, "label": true class, "emotion": predicted
+    class, "probs": {class: probability}} (written to a temporary name, then renamed)."""
+    root = Path(root).resolve()
+    lines = []
+    for rel, label, p in zip(preds["paths"], preds["labels"].tolist(), preds["probs"].tolist()):
+        lines.append(json.dumps({"source": str(root / rel), "label": class_names[label],
+                                 "emotion": class_names[max(range(len(p)), key=p.__getitem__)],
+                                 "probs": dict(zip(class_names, p))}))
+    atomic_write_text(Path(path), "\n".join(lines) + ("\n" if lines else ""))
+    return Path(path)
 
 
 def format_report(metrics: dict, class_names: list) -> str:

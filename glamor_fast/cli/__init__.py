@@ -21,6 +21,7 @@ COMMANDS = {
     "predict": ("glamor_fast.cli.predict",
                 "every face in images, folders and videos: annotated copies, timelines, predictions.jsonl"),
     "ablation": ("glamor_fast.cli.ablation", "the paper's ablation table on the built-in dataset (Markdown)"),
+    "prepare": ("glamor_fast.cli.prepare", "decode a dataset once into a memory-mappable cache for train/eval --cache"),
     "detect-faces": ("glamor_fast.cli.detect_faces", "write face-box files for a CAER-S-layout dataset (Haar cascade)"),
     "build-ncaer": ("glamor_fast.cli.build_ncaer", "build NCAER-S from the CAER videos"),
     "bench": ("glamor_fast.cli.bench", "GLA benchmarks: every backend vs eager and torch.compile (run from a checkout)"),

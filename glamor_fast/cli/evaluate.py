@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from glamor_fast.data.no_box import NO_BOX_POLICIES
 from glamor_fast.evaluate import evaluate_checkpoint
 from glamor_fast.training.checkpoint import CheckpointError
 
@@ -17,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default %(default)s)")
     parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="default %(default)s")
-    parser.add_argument("--num-workers", type=int, default=0, help="default %(default)s")
+    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: a share of the cores)")
+    parser.add_argument("--cache", metavar="CACHE", help="read a `glamor-fast prepare` cache (same tensors, bit for bit)")
+    parser.add_argument("--predictions", metavar="FILE",
+                        help="write per-image results as JSON lines: source, label, emotion, probs")
+    parser.add_argument("--no-box", choices=NO_BOX_POLICIES,
+                        help="images without a face box (default: the checkpoint's setting)")
     parser.add_argument("--out-dir", help="where the PNG and JSON go (default: the checkpoint's folder)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
@@ -27,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
         evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
                             batch_size=args.batch_size, device=args.device, backend=args.backend,
                             out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
-                            progress=args.progress)
+                            progress=args.progress, cache=args.cache, predictions=args.predictions,
+                            no_box=args.no_box)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"glamor-fast eval: error: {exc}", file=sys.stderr)
         return 1

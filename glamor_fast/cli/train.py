@@ -21,7 +21,9 @@ def _bool_flag(parser, name: str, default: bool, help_text: str) -> None:
 def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig = None) -> None:
     """Every TrainConfig field as a flag (the defaults shown are ``defaults``')."""
     from glamor_fast.models import PRESETS
+    from glamor_fast.data.no_box import NO_BOX_POLICIES
     from glamor_fast.training.config import AMP_MODES, DATASETS, OPTIMIZERS, SCHEDULERS
+    from glamor_fast.training.data import loader_workers
 
     d = defaults or TrainConfig()
     g = parser.add_argument_group("model")
@@ -41,7 +43,13 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
                    help="share of train held out for validation when there is no val/ split; 0 validates on test "
                         "(as the authors' code does) (default %(default)s)")
     _bool_flag(g, "normalize", d.normalize, "ImageNet mean/std normalisation")
-    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default %(default)s)")
+    g.add_argument("--num-workers", type=int, default=d.num_workers,
+                   help=f"DataLoader workers per process (default: a share of the cores, here {loader_workers(d.num_workers)})")
+    g.add_argument("--cache", default=d.cache, metavar="CACHE",
+                   help="read a `glamor-fast prepare` cache (augmentation runs on the training device)")
+    g.add_argument("--no-box", default=d.no_box, choices=NO_BOX_POLICIES,
+                   help="images without a face box: unmasked context (the authors' behaviour, default, comparable "
+                        "with the paper; the face leaks into the context), drop, or detect (Haar)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (default %(default)s)")

@@ -13,15 +13,14 @@ On disk::
                                                 box fields mean no face)
 
 Boxes are in pixels of the stored image, x2/y2 exclusive. An image without a box gets a zero
-face and an unmasked context (as in the authors' code); such images are counted in one warning
-per dataset.
+face and an unmasked context by default (as in the authors' code), or is dropped, or gets a
+detected box (``no_box``, see no_box.py); such images are counted in one warning per dataset.
 """
 from __future__ import annotations
 
 import os
 import posixpath
 import re
-import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .no_box import apply_no_box_policy, check_policy
 from .transforms import Box, preprocess
 
 EMOTIONS = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
@@ -61,7 +61,12 @@ def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
+    # fromfile + imdecode also handles non-ASCII paths
+    return decode_image(np.fromfile(str(path), dtype=np.uint8), path)
+
+
+def decode_image(data: np.ndarray, path: Union[str, os.PathLike]) -> np.ndarray:
+    """Encoded file bytes (uint8 1-D) -> RGB uint8 (H, W, 3); CorruptImageError naming ``path``."""
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise CorruptImageError(f"cannot decode image {path}: the file is corrupt or not a PNG/JPEG image")
@@ -180,7 +185,38 @@ def box_file_for(root: Union[str, os.PathLike], relpath: str) -> Path:
     return Path(root) / CROP_DIR / rel.parent / (rel.stem + ".txt")
 
 
-class CAERSDataset(Dataset):
+class SampleList(Dataset):
+    """What every CAER-S-layout dataset has: ``root``, ``samples`` [(relpath, label)], ``epoch``."""
+
+    classes = EMOTIONS
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    @property
+    def epoch(self) -> int:
+        return int(self._shared_epoch[0])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        # In shared memory: DataLoader workers (persistent ones too) see set_epoch of the main process.
+        if "_shared_epoch" not in self.__dict__:
+            self._shared_epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._shared_epoch[0] = int(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream for this epoch (training only)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image_path(self, index: int) -> Path:
+        return self.root / self.samples[index][0]
+
+
+class CAERSDataset(SampleList):
     """CAER-S-layout images -> dicts for GLAMOR-Net.
 
     Args:
@@ -194,16 +230,17 @@ class CAERSDataset(Dataset):
         normalize: ImageNet mean/std normalisation after scaling to [0, 1].
         seed: training augmentation for item i in epoch e uses Generator([seed, e, i]);
             call ``set_epoch`` each epoch for fresh augmentation.
+        no_box: images without a face box: "unmasked" (authors'), "drop" or "detect" (see
+            ``glamor_fast.data.no_box``); one warning says how many and what was done.
     Item: {"face": float32 (3, 96, 96), "context": float32 (3, 112, 112), "label": int,
         "path": relpath str, "has_face": bool}.
     Attributes: classes (EMOTIONS), samples [(relpath, label)], boxes [box or None],
         box_source (str, where the boxes came from), root (Path).
     """
 
-    classes = EMOTIONS
-
     def __init__(self, root, split: str, train: bool = False, boxes: BoxSource = None,
-                 face_visible: bool = False, normalize: bool = False, seed: int = 0):
+                 face_visible: bool = False, normalize: bool = False, seed: int = 0,
+                 no_box: str = "unmasked"):
         self.root = Path(root)
         self.split = split
         self.train = bool(train)
@@ -213,19 +250,10 @@ class CAERSDataset(Dataset):
         self.epoch = 0
         self.samples = scan_split(self.root, split)
         self.boxes, self.box_source = self._load_boxes(boxes)
-        missing = [rel for (rel, _), box in zip(self.samples, self.boxes) if box is None]
-        if missing:
-            examples = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-            warnings.warn(
-                f"CAERSDataset({self.root}, {split!r}): {len(missing)} of {len(self.samples)} images have no "
-                f"face box ({self.box_source}); they get a zero face and an unmasked context. "
-                f"Examples: {examples}. Run `glamor-fast detect-faces {self.root}` to detect faces.",
-                stacklevel=2,
-            )
-
-    @property
-    def targets(self) -> list[int]:
-        return [label for _, label in self.samples]
+        self.no_box = check_policy(no_box)
+        self.samples, self.boxes, _ = apply_no_box_policy(
+            self.samples, self.boxes, self.no_box, self.load_image,
+            f"CAERSDataset({self.root}, {split!r}) with boxes from {self.box_source}")
 
     def _load_boxes(self, boxes: BoxSource) -> tuple[list[Optional[Box]], str]:
         if isinstance(boxes, Mapping):
@@ -268,16 +296,6 @@ class CAERSDataset(Dataset):
                 )
             out.append(box)
         return out, f"annotation file {path}"
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream for this epoch (training only)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def image_path(self, index: int) -> Path:
-        return self.root / self.samples[index][0]
 
     def load_image(self, index: int) -> np.ndarray:
         """The stored image of item ``index`` as RGB uint8 (H, W, 3)."""

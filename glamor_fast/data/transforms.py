@@ -94,6 +94,53 @@ def to_chw_float(img: np.ndarray, normalize: bool = False) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def prepare_uint8(img: np.ndarray, clipped: Optional[Box], face_visible: bool = False,
+                  resize=CONTEXT_RESIZE) -> tuple[Optional[np.ndarray], np.ndarray]:
+    """The deterministic, cacheable stage: (face (96, 96, 3) uint8 or None, context (rh, rw, 3) uint8).
+
+    ``clipped`` is a box already clipped to the image (``clip_box``) or None (no face: no face
+    crop and an unmasked context). The context is the (masked unless ``face_visible``) image
+    resized to ``resize``, i.e. before the 112x112 crop, so a training crop can still be taken.
+    """
+    rh, rw = resize
+    if clipped is None:
+        return None, cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    face = crop_face(img, clipped)
+    context_img = img if face_visible else mask_face(img, clipped)
+    return face, cv2.resize(context_img, (rw, rh), interpolation=cv2.INTER_LINEAR)
+
+
+def centre_crop_offsets(resize=CONTEXT_RESIZE, crop: int = CONTEXT_CROP) -> tuple[int, int]:
+    """(top, left) of the evaluation crop."""
+    return (resize[0] - crop) // 2, (resize[1] - crop) // 2
+
+
+def finish_eval(face_u8: Optional[np.ndarray], context_u8: np.ndarray, normalize: bool = False,
+                crop: int = CONTEXT_CROP) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation tensors from ``prepare_uint8``'s output: (face (3, 96, 96), context (3, crop, crop)) float32.
+
+    The on-the-fly loader and the cache both end here, so their tensors are bit-identical.
+    """
+    top, left = centre_crop_offsets(context_u8.shape[:2], crop)
+    context = to_chw_float(context_u8[top:top + crop, left:left + crop], normalize)
+    if face_u8 is None:
+        return np.zeros((3, FACE_SIZE, FACE_SIZE), dtype=np.float32), context
+    return to_chw_float(face_u8, normalize), context
+
+
+def draw_augmentation(rng: np.random.Generator, has_face: bool, resize=CONTEXT_RESIZE,
+                      crop: int = CONTEXT_CROP, max_rotation: float = MAX_ROTATION_DEG) -> tuple[bool, float, int, int]:
+    """(flip, angle in degrees, top, left): the random draws of one training sample, in the
+    order the per-sample path (``preprocess``) makes them (no face: no flip or angle drawn)."""
+    flip, angle = False, 0.0
+    if has_face:
+        flip = bool(rng.random() < 0.5)
+        angle = float(rng.uniform(-max_rotation, max_rotation))
+    top = int(rng.integers(0, resize[0] - crop + 1))
+    left = int(rng.integers(0, resize[1] - crop + 1))
+    return flip, angle, top, left
+
+
 def preprocess(img: np.ndarray, box: Optional[Sequence[float]], *, train: bool = False,
                rng: Optional[np.random.Generator] = None, face_visible: bool = False,
                normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +162,15 @@ def preprocess(img: np.ndarray, box: Optional[Sequence[float]], *, train: bool =
         clipped = clip_box(box, img.shape[0], img.shape[1])
         if clipped is None:
             raise ValueError(f"preprocess: face box {tuple(box)} lies outside the {img.shape[1]}x{img.shape[0]} image")
-    if clipped is None:
+    face_u8, context_u8 = prepare_uint8(img, clipped, face_visible)
+    if not train:
+        return finish_eval(face_u8, context_u8, normalize)
+    if face_u8 is None:
         face = np.zeros((3, FACE_SIZE, FACE_SIZE), dtype=np.float32)
-        context_img = img
     else:
-        face_img = crop_face(img, clipped)
-        if train:
-            face_img = augment_face(face_img, rng)
-        face = to_chw_float(face_img, normalize)
-        context_img = img if face_visible else mask_face(img, clipped)
-    context = to_chw_float(crop_context(context_img, train, rng), normalize)
+        face = to_chw_float(augment_face(face_u8, rng), normalize)
+    rh, rw = context_u8.shape[:2]
+    top = int(rng.integers(0, rh - CONTEXT_CROP + 1))
+    left = int(rng.integers(0, rw - CONTEXT_CROP + 1))
+    context = to_chw_float(context_u8[top:top + CONTEXT_CROP, left:left + CONTEXT_CROP], normalize)
     return face, context

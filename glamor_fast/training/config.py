@@ -37,7 +37,9 @@ class TrainConfig:
     builtin_test: Optional[int] = None
     val_fraction: float = 0.1           # held out of train when the dataset has no val split; 0: validate on test
     normalize: bool = False             # ImageNet mean/std after scaling to [0, 1]
-    num_workers: int = 0
+    num_workers: Optional[int] = None   # DataLoader workers per process; None: a share of the cores (loader_workers)
+    cache: Optional[str] = None         # a `glamor-fast prepare` cache to read instead of decoding images
+    no_box: str = "unmasked"            # images without a face box: unmasked (authors') | drop | detect
     # optimisation
     epochs: int = 60
     batch_size: int = 32
@@ -72,6 +74,7 @@ class TrainConfig:
         def bad(name, why):
             raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
 
+        from glamor_fast.data.no_box import NO_BOX_POLICIES
         from glamor_fast.models import PRESETS
 
         if self.model not in PRESETS:
@@ -87,8 +90,10 @@ class TrainConfig:
             bad("lr", "must be > 0")
         if not 0.0 <= self.val_fraction < 1.0:
             bad("val_fraction", "must be in [0, 1)")
-        if self.num_workers < 0:
-            bad("num_workers", "must be >= 0")
+        if self.num_workers is not None and self.num_workers < 0:
+            bad("num_workers", "must be >= 0 or None")
+        if self.no_box not in NO_BOX_POLICIES:
+            bad("no_box", f"choose one of {', '.join(NO_BOX_POLICIES)}")
         if self.warmup_epochs < 0:
             bad("warmup_epochs", "must be >= 0")
         if self.time_budget_s is not None and not self.time_budget_s > 0:

@@ -8,7 +8,9 @@ would have seen.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
@@ -21,7 +23,12 @@ DEFAULT_BUILTIN_ROOT = "data/builtin"
 
 
 def resolve_data_root(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Path:
-    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed."""
+    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed.
+
+    With cfg.cache, the root is cfg.data_root if given, else the one the cache was built from.
+    """
+    if cfg.cache:
+        return Path(cfg.data_root) if cfg.data_root else cache_root(cfg.cache)
     if cfg.dataset == "builtin":
         from glamor_fast.data import generate_builtin
 
@@ -54,6 +61,19 @@ def _builtin_params(root: Path) -> dict:
     return {k: stamp[k] for k in keys if k in stamp}
 
 
+def cache_root(cache) -> Path:
+    """The dataset root recorded in a cache (its first complete split's index)."""
+    from glamor_fast.data.cache import StaleCacheError, load_index
+
+    cache = Path(cache)
+    splits = sorted(p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if cache.is_dir() else []
+    if not splits:
+        raise StaleCacheError(f"--cache {cache}: no prepared split there; build it with "
+                              f"`glamor-fast prepare ROOT --out {cache}`")
+    return Path(load_index(cache, splits[0])["root"])
+
+
 def face_visible(cfg: TrainConfig) -> bool:
     from glamor_fast.models import PRESETS
 
@@ -61,10 +81,74 @@ def face_visible(cfg: TrainConfig) -> bool:
 
 
 def make_dataset(root: Path, split: str, cfg: TrainConfig, train: bool) -> Dataset:
+    """CAERSDataset, or with cfg.cache a CachedDataset (StaleCacheError when the cache is stale)."""
+    if cfg.cache:
+        from glamor_fast.data.cache import CachedDataset
+
+        return CachedDataset(cfg.cache, split, train=train, face_visible=face_visible(cfg), no_box=cfg.no_box,
+                             normalize=cfg.normalize, seed=cfg.seed, root=root)
     from glamor_fast.data import CAERSDataset
 
     return CAERSDataset(root, split, train=train, face_visible=face_visible(cfg),
-                        normalize=cfg.normalize, seed=cfg.seed)
+                        normalize=cfg.normalize, seed=cfg.seed, no_box=cfg.no_box)
+
+
+def loader_workers(requested: Optional[int] = None) -> int:
+    """DataLoader workers per process: ``requested``, or (None) the usable cores shared among
+    this node's processes (torchrun's LOCAL_WORLD_SIZE), one left for the process itself, 1 to 8."""
+    if requested is not None:
+        return int(requested)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(8, cores // local - 1))
+
+
+def uses_channels_last(model: torch.nn.Module) -> bool:
+    """True when the model's 4-D weights are stored channels_last (its inputs should be too)."""
+    weights = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1]
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                                 for p in weights)
+
+
+def is_cached_train(ds: Dataset) -> bool:
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    from glamor_fast.data.cache import CachedDataset
+
+    return isinstance(ds, CachedDataset) and ds.train
+
+
+class DeviceAugmentLoader:
+    """A loader of cached training items whose batches are augmented on ``device`` (``augment_batch``).
+
+    Yields {"face", "context" (float32 on device), "label", "path", "has_face"}; ``sampler`` and
+    ``len`` are the wrapped loader's.
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device, normalize: bool, channels_last: bool = False):
+        self.loader, self.device = loader, torch.device(device)
+        self.normalize, self.channels_last = normalize, channels_last
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        from glamor_fast.data.gpu_augment import augment_batch
+
+        for batch in self.loader:
+            face, context = augment_batch(
+                batch["face_u8"].to(self.device, non_blocking=True),
+                batch["context_u8"].to(self.device, non_blocking=True), batch["aug"], batch["has_face"],
+                normalize=self.normalize, channels_last=self.channels_last)
+            yield {"face": face, "context": context, "label": batch["label"], "path": batch["path"],
+                   "has_face": batch["has_face"]}
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -122,17 +206,30 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def train_loader(ds: Dataset, cfg: TrainConfig, info: DistInfo, pin_memory: bool = False) -> DataLoader:
+def train_loader(ds: Dataset, cfg: TrainConfig, info: DistInfo, pin_memory: bool = False,
+                 device: Optional[torch.device] = None, channels_last: bool = False):
+    """The training DataLoader (persistent workers); a cached dataset's is wrapped in a
+    DeviceAugmentLoader that augments its batches on ``device`` (default cpu)."""
     sampler = SkippingSampler(DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank,
                                                  shuffle=True, seed=cfg.seed, drop_last=False))
-    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      pin_memory=pin_memory, drop_last=False, persistent_workers=False)
+    workers = loader_workers(cfg.num_workers)
+    # Its own generator: a persistent loader draws its worker seed only when first iterated, so
+    # drawing it from the global RNG would make a resumed run's dropout differ from a straight one.
+    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    if is_cached_train(ds):
+        return DeviceAugmentLoader(loader, device or torch.device("cpu"), cfg.normalize, channels_last)
+    return loader
 
 
-def eval_loader(ds: Dataset, batch_size: int, info: DistInfo = DistInfo(), num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+def eval_loader(ds: Dataset, batch_size: int, info: DistInfo = DistInfo(), num_workers: Optional[int] = 0,
+                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+    """Evaluation DataLoader (num_workers None: ``loader_workers``; ``persistent`` for one reused every epoch)."""
+    workers = loader_workers(num_workers)
     return DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), info),
-                      num_workers=num_workers, pin_memory=pin_memory)
+                      num_workers=workers, pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def dataset_classes(ds: Dataset) -> list[str]:

@@ -17,7 +17,8 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from .config import MODEL_FIELDS, TrainConfig
-from .data import build_datasets, eval_loader, resolve_data_root, set_dataset_epoch, train_loader
+from .data import (build_datasets, eval_loader, resolve_data_root, set_dataset_epoch, train_loader,
+                   uses_channels_last)
 from .distributed import DistInfo, any_rank, average_buffers, barrier, cleanup_distributed, init_distributed, resolve_device
 from .logs import atomic_write_text, write_metric_logs
 from .loop import EpochProgress, StepHook, check_amp, evaluate_loss_acc, train_one_epoch, unwrap
@@ -82,7 +83,7 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
     out_dir = Path(cfg.out_dir)
     root = resolve_data_root(cfg, info)
     train_ds, val_ds, val_desc, class_names = build_datasets(root, cfg)
-    _say(info, f"data: {root} ({cfg.dataset}), {len(train_ds)} train images, validation on {val_desc}; "
+    _say(info, f"data: {root} ({cfg.dataset}{f', from the cache {cfg.cache}' if cfg.cache else ''}), {len(train_ds)} train images, validation on {val_desc}; "
                f"device {device}, world size {info.world_size}")
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
@@ -118,8 +119,9 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     pin = device.type == "cuda"
-    loader = train_loader(train_ds, cfg, info, pin_memory=pin)
-    val_loader = eval_loader(val_ds, cfg.batch_size, info, cfg.num_workers, pin_memory=pin)
+    loader = train_loader(train_ds, cfg, info, pin_memory=pin, device=device,
+                          channels_last=uses_channels_last(unwrap(model)))
+    val_loader = eval_loader(val_ds, cfg.batch_size, info, cfg.num_workers, pin_memory=pin, persistent=True)
     progress = EpochProgress(epoch=start_epoch, batches_done=start_batch, global_step=global_step)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.frames import write_frames_tree  # noqa: F401  (full-size frames, shared with bench.data)
+
 
 def write_image(path: Path, h: int = 40, w: int = 60, seed: int = 0, value=None) -> np.ndarray:
     """Write a random (or constant ``value``) RGB image as PNG/JPG; returns the RGB array."""
@@ -27,3 +29,9 @@ def tree(tmp_path):
     for i, rel in enumerate(files):
         write_image(root / rel, seed=i)
     return root, files
+
+
+@pytest.fixture
+def frames_tree(tmp_path):
+    """train: 2 frames per class, test: 1 per class; test/Happy/0000.png has no face box."""
+    return write_frames_tree(tmp_path / "caer", {"train": 2, "test": 1}, no_box=("test/Happy/0000.png",))

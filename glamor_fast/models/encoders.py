@@ -47,12 +47,23 @@ class FusedBNReLUPool2d(nn.BatchNorm2d):
                             self.running_var if track else None, eaf, self.eps, self.backend)
 
     def unfused(self) -> nn.Sequential:
-        """The literal BatchNorm2d -> ReLU -> MaxPool2d(2) with this module's state."""
-        bn = nn.BatchNorm2d(self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats)
+        """The literal BatchNorm2d -> ReLU -> MaxPool2d(2) with a copy of this module's state."""
+        like = self.weight if self.weight is not None else self.running_mean
+        factory = {} if like is None else dict(device=like.device, dtype=like.dtype)
+        bn = nn.BatchNorm2d(self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats,
+                            **factory)
         bn.load_state_dict(self.state_dict())
         bn.train(self.training)
-        return nn.Sequential(bn, nn.ReLU(inplace=True), nn.MaxPool2d(2)).to(self.running_mean.device
-                                                                           if self.running_mean is not None else "cpu")
+        return nn.Sequential(bn, nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+
+def set_block_backend(model: nn.Module, backend: str) -> int:
+    """Sets the kernel of every FusedBNReLUPool2d in ``model`` ("reference" runs the literal
+    batch_norm -> relu -> max_pool2d ops, i.e. switches fusion off); returns how many."""
+    blocks = [m for m in model.modules() if isinstance(m, FusedBNReLUPool2d)]
+    for m in blocks:
+        m.backend = backend
+    return len(blocks)
 
 
 def _conv_bn_relu(cin: int, cout: int, eps: float = 1e-5, momentum=0.1) -> list[nn.Module]:

@@ -16,6 +16,8 @@ the BatchNorm into the conv before that matters.
 """
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Optional
 
 import torch
@@ -43,6 +45,27 @@ def _pooled_like(x: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty((N, C, H // 2, W // 2), dtype=dtype or x.dtype, device=x.device, memory_format=fmt)
 
 
+def register_block_autograd(forward_name: str, backward_op) -> None:
+    """Autograd for a block forward op ``(x, weight, bias, eps) -> (y, idx, xp, mean, var)``
+    whose gradients ``backward_op(grad_y, x, weight, y, idx, xp, mean, var, eps)`` returns as
+    (grad_x, grad_weight, grad_bias). Shared by the cpp and Triton ops."""
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        y, idx, xp, mean, var = output
+        ctx.eps = eps
+        ctx.mark_non_differentiable(idx, xp, mean, var)
+        ctx.save_for_backward(x, weight, y, idx, xp, mean, var)
+
+    def backward(ctx, grad_y, _gi, _gxp, _gm, _gv):
+        x, weight, y, idx, xp, mean, var = ctx.saved_tensors
+        grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+        dx, dw, db = backward_op(grad_y, x, weight, y, idx, xp, mean, var, ctx.eps)
+        return dx, dw, db, None
+
+    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+
+
 def _register_cpp() -> None:
     @torch.library.register_fake("glamor_fast::bn_relu_pool_forward")
     def _forward_fake(x, weight, bias, eps):
@@ -56,21 +79,7 @@ def _register_cpp() -> None:
         return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt),
                 weight.new_empty(weight.shape), weight.new_empty(weight.shape))
 
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, eps = inputs
-        y, idx, xp, mean, var = output
-        ctx.eps = eps
-        ctx.mark_non_differentiable(idx, xp, mean, var)
-        ctx.save_for_backward(x, weight, y, idx, xp, mean, var)
-
-    def backward(ctx, grad_y, _gi, _gxp, _gm, _gv):
-        x, weight, y, idx, xp, mean, var = ctx.saved_tensors
-        if grad_y is None:
-            grad_y = torch.zeros_like(y)
-        dx, dw, db = torch.ops.glamor_fast.bn_relu_pool_backward(grad_y, x, weight, y, idx, xp, mean, var, ctx.eps)
-        return dx, dw, db, None
-
-    torch.library.register_autograd("glamor_fast::bn_relu_pool_forward", backward, setup_context=setup_context)
+    register_block_autograd("glamor_fast::bn_relu_pool_forward", torch.ops.glamor_fast.bn_relu_pool_backward)
 
 
 def cpp_available() -> Optional[str]:
@@ -87,9 +96,13 @@ if cpp_available() is None:
 
 
 def _triton_module():
-    from glamor_fast.kernels import bn_relu_pool as triton_brp  # needs triton
-
-    return triton_brp
+    """glamor_fast.kernels.bn_relu_pool when installed; kernels.bn_relu_pool in a source checkout."""
+    try:
+        return importlib.import_module("glamor_fast.kernels.bn_relu_pool")  # needs triton
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("glamor_fast.kernels", "glamor_fast.kernels.bn_relu_pool"):
+            raise
+        return importlib.import_module("kernels.bn_relu_pool")  # repository root on sys.path
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
@@ -114,6 +127,10 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         if reason is not None:
             raise ValueError(f"bn_relu_pool: backend 'cpp' unavailable: {reason}")
     if backend == "triton":
+        interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1" and x.device.type == "cpu"
+        if not (x.device.type == "cuda" or interpreted) or x.dtype == torch.float64:
+            raise ValueError("bn_relu_pool: backend 'triton' runs on CUDA float32/float16/bfloat16 tensors "
+                             f"(CPU only under TRITON_INTERPRET=1), got {x.device.type} {x.dtype}")
         _triton_module()
     return backend
 

@@ -74,14 +74,17 @@ def _compare(backend, x, w, b, tol, momentum=0.1, eps=1e-5):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 5, 4, 6), (3, 17, 8, 9)])
 def test_matches_reference(backend, channels_last, dtype, shape):
+    if backend == "triton" and dtype == torch.float64:
+        pytest.skip("the Triton kernels take float32/float16/bfloat16")
     x, w, b = _inputs(shape, dtype, channels_last)
     _compare(backend, x, w, b, TOL[dtype])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eps_and_momentum(backend):
-    x, w, b = _inputs((2, 4, 6, 6), torch.float64, True)
-    _compare(backend, x, w, b, TOL[torch.float64], momentum=0.01, eps=1e-3)
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    x, w, b = _inputs((2, 4, 6, 6), dtype, True)
+    _compare(backend, x, w, b, TOL[dtype], momentum=0.01, eps=1e-3)
 
 
 def test_larger_block_two_threads():
@@ -107,12 +110,13 @@ def test_large_magnitudes(backend):
 def test_ties_first_max_wins(backend, channels_last):
     # Integer inputs: whole windows tie after BN and ReLU; the gradient must reach the same
     # (first) element as MaxPool2d's, so an exact float64 comparison is meaningful.
-    x = torch.randint(0, 3, (2, 5, 6, 8)).double()
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    x = torch.randint(0, 3, (2, 5, 6, 8)).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    w = torch.rand(5, dtype=torch.float64) + 0.5
-    b = torch.zeros(5, dtype=torch.float64)
-    _compare(backend, x, w, b, TOL[torch.float64])
+    w = torch.rand(5, dtype=torch.float64).to(dtype) + 0.5
+    b = torch.zeros(5, dtype=dtype)
+    _compare(backend, x, w, b, TOL[dtype])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -171,3 +175,20 @@ def test_bad_backend_and_weight():
         bn_relu_pool(x, torch.ones(4), torch.zeros(4), backend="cpp")
     with pytest.raises(ValueError, match="cpp.*unavailable"):
         bn_relu_pool(x.half(), torch.ones(3).half(), torch.zeros(3).half(), backend="cpp")
+
+
+@pytest.mark.skipif(not _triton_ok(), reason="needs triton")
+def test_triton_opcheck_and_bfloat16():
+    from glamor_fast.ops.bn_relu_pool import _triton_module
+
+    _triton_module()  # registers glamor_fast::bn_relu_pool_triton_fwd/bwd
+    x, w, b = _inputs((2, 3, 5, 4), torch.float32, True)
+    torch.library.opcheck(torch.ops.glamor_fast.bn_relu_pool_triton_fwd.default,
+                          (x.requires_grad_(True), w.requires_grad_(True), b.requires_grad_(True), 1e-5))
+    # bfloat16 in and out, fp32 statistics and arithmetic: the output is within bf16 rounding
+    # (2^-8 relative) of the fp32 reference computed from the same bf16 input.
+    xb = x.detach().bfloat16()
+    y = bn_relu_pool(xb, w.detach(), b.detach(), backend="triton")
+    ref = bn_relu_pool_reference(xb.float(), w.detach(), b.detach())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=2 ** -7, atol=2 ** -7)

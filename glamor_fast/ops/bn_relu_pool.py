@@ -82,8 +82,7 @@ def _register_cpp() -> None:
     register_block_autograd("glamor_fast::bn_relu_pool_forward", torch.ops.glamor_fast.bn_relu_pool_backward)
 
 
-def cpp_available() -> Optional[str]:
-    """None when the cpp kernel is registered, else why not."""
+def _cpp_reason() -> Optional[str]:
     if _ext.load_error() is not None:
         return _ext.load_error()
     if not torch._C._dispatch_has_kernel_for_dispatch_key("glamor_fast::bn_relu_pool_forward", "CPU"):
@@ -91,18 +90,44 @@ def cpp_available() -> Optional[str]:
     return None
 
 
-if cpp_available() is None:
+_CPP_REASON = _cpp_reason()  # fixed at import, so torch.compile traces the dispatch as a constant
+
+
+def cpp_available() -> Optional[str]:
+    """None when the cpp kernel is registered, else why not."""
+    return _CPP_REASON
+
+
+if _CPP_REASON is None:
     _register_cpp()
+
+_TRITON: dict = {}  # "module" or "error", filled once (at import when CUDA is present)
 
 
 def _triton_module():
     """glamor_fast.kernels.bn_relu_pool when installed; kernels.bn_relu_pool in a source checkout."""
-    try:
-        return importlib.import_module("glamor_fast.kernels.bn_relu_pool")  # needs triton
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("glamor_fast.kernels", "glamor_fast.kernels.bn_relu_pool"):
-            raise
-        return importlib.import_module("kernels.bn_relu_pool")  # repository root on sys.path
+    if "module" not in _TRITON:
+        try:
+            module = importlib.import_module("glamor_fast.kernels.bn_relu_pool")  # needs triton
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("glamor_fast.kernels", "glamor_fast.kernels.bn_relu_pool"):
+                raise
+            module = importlib.import_module("kernels.bn_relu_pool")  # repository root on sys.path
+        _TRITON["module"] = module
+    return _TRITON["module"]
+
+
+def _triton_importable() -> bool:
+    if "module" not in _TRITON and "error" not in _TRITON:
+        try:
+            _triton_module()
+        except ImportError as exc:
+            _TRITON["error"] = str(exc)
+    return "module" in _TRITON
+
+
+if torch.cuda.is_available():
+    _triton_importable()
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
@@ -113,12 +138,9 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     if backend == "auto":
         if x.device.type == "cpu" and fused_dtype and cpp_available() is None:
             return "cpp"
-        if x.device.type == "cuda" and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
-            try:
-                _triton_module()
-                return "triton"
-            except ImportError:
-                return "reference"
+        if x.device.type == "cuda" and x.dtype in (torch.float32, torch.float16, torch.bfloat16) \
+                and _triton_importable():
+            return "triton"
         return "reference"
     if backend == "cpp":
         reason = cpp_available()

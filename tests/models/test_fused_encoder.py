@@ -93,3 +93,19 @@ def test_optimize_for_inference_folds_fused_blocks():
     with torch.no_grad():
         torch.testing.assert_close(fast(face.contiguous(memory_format=CL), ctx.contiguous(memory_format=CL)),
                                    model(face, ctx), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    block = FusedBNReLUPool2d(5)
+    twin = copy.deepcopy(block)
+    compiled = torch.compile(block, fullgraph=True)
+    x = torch.randn(2, 5, 7, 6).contiguous(memory_format=CL)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = compiled(xa), twin(xb)
+    ya.sum().backward(), yb.sum().backward()
+    torch.testing.assert_close(ya, yb)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    for k, v in block.state_dict().items():
+        torch.testing.assert_close(v, twin.state_dict()[k], msg=k)
+    assert int(block.num_batches_tracked) == 1

@@ -162,52 +162,61 @@ void bwd_reduce_any(const double* dy, const double* y, const double* xp, int64_t
   bwd_reduce_d(dy, y, xp, rows, C, mean, s1, s2);
 }
 
-// One input row of dx. Pixels w < 2*OW of a row with pooled row valid take dz from the window
-// (k = row_k*2 + w%2); the rest (floored-off border) get dz = 0.
-// dx = a*dz + b - c1*(x - mean).
+// dx = a*dz + b - c1*(x - mean), per channel.
 template <typename T>
-BRP_INLINE void bwd_dx_row(const T* x, T* dx, int64_t W, int64_t OW, int64_t C, bool row_valid, int row_k,
-                           const T* dy, const T* y, const uint8_t* idx, const T* mean, const T* a,
-                           const T* b, const T* c1) {
-  for (int64_t w = 0; w < W; ++w) {
-    const T* xw = x + w * C;
-    T* dw = dx + w * C;
-    int64_t ow = w >> 1;
-    if (row_valid && ow < OW) {
-      const uint8_t k = uint8_t(row_k * 2 + (w & 1));
-      const T* d = dy + ow * C;
-      const T* yy = y + ow * C;
-      const uint8_t* ii = idx + ow * C;
-      for (int64_t c = 0; c < C; ++c) {
-        T dz = (ii[c] == k && !(yy[c] <= T(0))) ? d[c] : T(0);
-        dw[c] = a[c] * dz + b[c] - c1[c] * (xw[c] - mean[c]);
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) dw[c] = b[c] - c1[c] * (xw[c] - mean[c]);
+struct DxCoef {
+  const T* mean;
+  const T* a;
+  const T* b;
+  const T* c1;
+};
+
+// dx of pixels outside every window (a floored-off last row or column): dz = 0.
+template <typename T>
+BRP_INLINE void bwd_dx_plain(const T* __restrict__ x, T* __restrict__ dx, int64_t C, DxCoef<T> k) {
+#pragma GCC ivdep
+  for (int64_t c = 0; c < C; ++c) dx[c] = k.b[c] - k.c1[c] * (x[c] - k.mean[c]);
+}
+
+// dx of input rows 2*oh and 2*oh+1 (x0/d0, x1/d1: W pixels of C) from pooled row oh (OW pixels):
+// each window's dy, y and idx are read once for its four pixels.
+template <typename T>
+BRP_INLINE void bwd_dx_rows(const T* __restrict__ x0, const T* __restrict__ x1, T* __restrict__ d0,
+                            T* __restrict__ d1, int64_t W, int64_t OW, int64_t C, const T* __restrict__ dy,
+                            const T* __restrict__ y, const uint8_t* __restrict__ idx, DxCoef<T> k) {
+  const T* __restrict__ mean = k.mean;
+  const T* __restrict__ a = k.a;
+  const T* __restrict__ b = k.b;
+  const T* __restrict__ c1 = k.c1;
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    const int64_t o = ow * C, i = 2 * ow * C;
+#pragma GCC ivdep
+    for (int64_t c = 0; c < C; ++c) {
+      const T az = y[o + c] <= T(0) ? T(0) : a[c] * dy[o + c];
+      const uint8_t w = idx[o + c];
+      d0[i + c] = b[c] - c1[c] * (x0[i + c] - mean[c]) + (w == 0 ? az : T(0));
+      d0[i + C + c] = b[c] - c1[c] * (x0[i + C + c] - mean[c]) + (w == 1 ? az : T(0));
+      d1[i + c] = b[c] - c1[c] * (x1[i + c] - mean[c]) + (w == 2 ? az : T(0));
+      d1[i + C + c] = b[c] - c1[c] * (x1[i + C + c] - mean[c]) + (w == 3 ? az : T(0));
     }
+  }
+  if (W > 2 * OW) {
+    bwd_dx_plain(x0 + 2 * OW * C, d0 + 2 * OW * C, C, k);
+    bwd_dx_plain(x1 + 2 * OW * C, d1 + 2 * OW * C, C, k);
   }
 }
 
-BRP_CLONES void bwd_dx_row_f(const float* x, float* dx, int64_t W, int64_t OW, int64_t C, bool rv, int rk,
-                             const float* dy, const float* y, const uint8_t* idx, const float* mean,
-                             const float* a, const float* b, const float* c1) {
-  bwd_dx_row(x, dx, W, OW, C, rv, rk, dy, y, idx, mean, a, b, c1);
-}
-BRP_CLONES void bwd_dx_row_d(const double* x, double* dx, int64_t W, int64_t OW, int64_t C, bool rv, int rk,
-                             const double* dy, const double* y, const uint8_t* idx, const double* mean,
-                             const double* a, const double* b, const double* c1) {
-  bwd_dx_row(x, dx, W, OW, C, rv, rk, dy, y, idx, mean, a, b, c1);
-}
-void bwd_dx_row_any(const float* x, float* dx, int64_t W, int64_t OW, int64_t C, bool rv, int rk,
-                    const float* dy, const float* y, const uint8_t* idx, const float* mean, const float* a,
-                    const float* b, const float* c1) {
-  bwd_dx_row_f(x, dx, W, OW, C, rv, rk, dy, y, idx, mean, a, b, c1);
-}
-void bwd_dx_row_any(const double* x, double* dx, int64_t W, int64_t OW, int64_t C, bool rv, int rk,
-                    const double* dy, const double* y, const uint8_t* idx, const double* mean,
-                    const double* a, const double* b, const double* c1) {
-  bwd_dx_row_d(x, dx, W, OW, C, rv, rk, dy, y, idx, mean, a, b, c1);
-}
+#define BRP_DX_CLONE(T, NAME)                                                                              \
+  BRP_CLONES void NAME(const T* x0, const T* x1, T* d0, T* d1, int64_t W, int64_t OW, int64_t C,           \
+                       const T* dy, const T* y, const uint8_t* idx, DxCoef<T> k) {                         \
+    bwd_dx_rows(x0, x1, d0, d1, W, OW, C, dy, y, idx, k);                                                  \
+  }                                                                                                        \
+  void bwd_dx_rows_any(const T* x0, const T* x1, T* d0, T* d1, int64_t W, int64_t OW, int64_t C,           \
+                       const T* dy, const T* y, const uint8_t* idx, DxCoef<T> k) {                         \
+    NAME(x0, x1, d0, d1, W, OW, C, dy, y, idx, k);                                                         \
+  }
+BRP_DX_CLONE(float, bwd_dx_rows_f)
+BRP_DX_CLONE(double, bwd_dx_rows_d)
 
 // Deterministic chunked reduction over `rows` rows of C: fn(row0, nrows, acc1, acc2) per chunk,
 // chunks summed in order into out1/out2 (float64, length C).
@@ -356,15 +365,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_backward_cpu(
     const scalar_t* xd = x.const_data_ptr<scalar_t>();
     scalar_t* dxd = dx.data_ptr<scalar_t>();
     const uint8_t* id = idx.const_data_ptr<uint8_t>();
-    at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
+    const DxCoef<scalar_t> coef{mean, a.data(), b.data(), c1.data()};
+    at::parallel_for(0, N * OH, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t nn = r / H, h = r % H, oh = h / 2;
-        const bool valid = oh < OH;
-        const int64_t o = (nn * OH + (valid ? oh : 0)) * OW * C;
-        bwd_dx_row_any(xd + r * W * C, dxd + r * W * C, W, OW, C, valid, int(h & 1), dyd + o, yd + o, id + o,
-                       mean, a.data(), b.data(), c1.data());
+        const int64_t nn = r / OH, oh = r % OH;
+        const int64_t i0 = (nn * H + 2 * oh) * W * C, o = r * OW * C;
+        bwd_dx_rows_any(xd + i0, xd + i0 + W * C, dxd + i0, dxd + i0 + W * C, W, OW, C, dyd + o, yd + o, id + o,
+                        coef);
       }
     });
+    if (H > 2 * OH) {  // the floored-off last row of each image
+      at::parallel_for(0, N * W, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t nn = p / W, w = p % W;
+          const int64_t i = ((nn * H + H - 1) * W + w) * C;
+          bwd_dx_plain(xd + i, dxd + i, C, coef);
+        }
+      });
+    }
   });
   if (!cl) dx = dx.contiguous();
   return {dx, dgamma, dbeta};

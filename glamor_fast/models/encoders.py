@@ -21,6 +21,8 @@ class FusedBNReLUPool2d(nn.BatchNorm2d):
     statistics updates. (N, C, H, W) -> (N, C, H//2, W//2). ``backend`` picks the block's kernel
     ("auto", "cpp", "triton", "reference"). Training mode (batch statistics) runs fused; eval
     mode runs the reference ops (fold it away with ``optimize_for_inference``).
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` would replace it by a plain SyncBatchNorm and
+    drop the ReLU and pool: use ``Conv5Encoder(fused_blocks=False)`` for SyncBatchNorm.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,

@@ -194,3 +194,37 @@ def test_triton_opcheck_and_bfloat16():
     ref = bn_relu_pool_reference(xb.float(), w.detach(), b.detach())
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref, rtol=2 ** -7, atol=2 ** -7)
+
+
+_AOT_SCRIPT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from glamor_fast.ops.bn_relu_pool import _triton_module
+K = _triton_module()
+
+def sm90(fn, pointers, constexprs):
+    sig = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in fn.arg_names}
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+                   target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 2})
+
+tiles = dict(BLOCK_R=32, BLOCK_C=32)
+for d in ("*bf16", "*fp32"):
+    f = "*fp32"
+    sm90(K._stats_kernel, dict(x_ptr=d, shift_ptr=f, part_ptr=f), tiles)
+    sm90(K._pool_kernel, dict(x_ptr=d, mean_ptr=f, scale_ptr=f, beta_ptr=f, y_ptr=d, xp_ptr=d, idx_ptr="*u8"), tiles)
+    sm90(K._bwd_reduce_kernel, dict(dy_ptr=d, y_ptr=d, xp_ptr=d, mean_ptr=f, part_ptr=f), tiles)
+    sm90(K._bwd_dx_kernel, dict(x_ptr=d, dx_ptr=d, dy_ptr=d, y_ptr=d, idx_ptr="*u8", mean_ptr=f, coef_ptr=f), tiles)
+print("compiled")
+"""
+
+
+@pytest.mark.slow  # ~20 s: compiles with ptxas on the CPU
+@pytest.mark.skipif(not _triton_ok(), reason="needs triton")
+def test_triton_kernels_compile_for_sm90_without_a_gpu():
+    """The interpreter does not lower to PTX: compile every block kernel for sm_90 (fp32 and
+    bf16 pointers) ahead of time, no driver needed, so GPU-only type errors show up here."""
+    from tests.helpers import run_without_interpreter
+
+    proc = run_without_interpreter(_AOT_SCRIPT)
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]

@@ -445,14 +445,9 @@ print("compiled")
 def test_kernels_compile_for_sm90_without_a_gpu():
     """Native 16-bit dots, atomics and barriers only exist on the GPU path: compile it for
     sm_90 ahead of time (no driver needed) so that CI without a GPU catches GPU-only errors."""
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=600)
+    from tests.helpers import run_without_interpreter
+
+    proc = run_without_interpreter(_AOT_SCRIPT)
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]
 
 

@@ -7,15 +7,18 @@ Batch 32 of the paper's inputs: face (B, 3, 96, 96), context (B, 3, 112, 112), 7
   train  one optimiser step: zero_grad, forward, cross-entropy, backward, SGD(momentum) step
   infer  eval-mode forward under torch.no_grad() or torch.inference_mode()
 Settings swept (one change at a time from the plain eager baseline, then combined):
-GLA backend (every available one), channels_last, torch.compile, BatchNorm folded into the
-convs for inference (glamor_fast.models.speed), inference_mode, threads (--threads). Every setting is
+GLA backend (every available one), channels_last, the fused encoder blocks switched off
+(unfused_blocks: ``set_block_backend(model, "reference")``), torch.compile, BatchNorm folded into
+the convs for inference (glamor_fast.models.speed), inference_mode, threads (--threads). Every setting is
 built and warmed up first (compilation happens there and is reported separately), then all
 are timed round-robin, one step each per round; times are medians over the rounds. Each
 step's process CPU time is recorded too: with --threads 1 on a loaded machine, images per
 CPU-second estimates the rate of an unloaded core (with more threads it sums their time,
 spin-waits included, so it is only a lower bound there);
 memory is the peak extra bytes of one step (bench/timing.py). A torch.profiler pass over one
-step of the baseline splits the time between the conv encoders, GLA and the rest.
+step of the baseline splits the time between the conv encoders, GLA and the rest. Then one
+encoder block alone (bench/block.py): eager, torch.compile and fused, its time, bytes moved and
+fraction of the measured copy bandwidth (--no-block skips it).
 """
 from __future__ import annotations
 
@@ -37,7 +40,9 @@ from glamor_fast.ops.backends import BACKEND_MODULES
 
 from .gla import select_backends
 from .machine import machine_info
+from glamor_fast.models.encoders import set_block_backend
 from glamor_fast.models.speed import fold_batchnorm
+from .block import run_block
 from .timing import peak_extra_bytes
 
 
@@ -49,12 +54,14 @@ class Setting:
     compile: bool = False
     fold_bn: bool = False     # infer only
     inference_mode: bool = False  # infer only: inference_mode instead of no_grad
+    unfused_blocks: bool = False  # the encoders' BN-ReLU-pool as the literal torch ops
 
     @property
     def label(self) -> str:
         parts = [self.backend]
         parts += [p for p, on in (("channels_last", self.channels_last), ("compile", self.compile),
-                                  ("fold_bn", self.fold_bn), ("inference_mode", self.inference_mode)) if on]
+                                  ("fold_bn", self.fold_bn), ("inference_mode", self.inference_mode),
+                                  ("unfused_blocks", self.unfused_blocks)) if on]
         return "+".join(parts)
 
 
@@ -76,6 +83,7 @@ def settings_to_run(backends: list[str], compile_ok: bool, quick: bool) -> list[
                     out.append(Setting(mode, backend=b, channels_last=True, fold_bn=True, inference_mode=True))
                 else:
                     out.append(Setting(mode, backend=b, channels_last=True))
+                    out.append(Setting(mode, backend=b, channels_last=True, unfused_blocks=True))
         if compile_ok:
             best = backends[-1] if quick else "reference"
             if mode == "infer":
@@ -107,6 +115,8 @@ def build_step(s: Setting, preset: str, batch: int, device: torch.device = torch
     """
     torch.manual_seed(0)
     model = build_model(preset, backend=s.backend).to(device)
+    if s.unfused_blocks:
+        set_block_backend(model, "reference")
     face, context, labels = make_batch(batch, s.channels_last, device=device)
     if s.mode == "infer":
         model.eval()
@@ -271,6 +281,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GLA backends (default: every available one; the Triton interpreter left out on CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler split")
+    parser.add_argument("--no-block", action="store_true",
+                        help="skip the encoder block alone (bench.block: eager, compiled, fused)")
     parser.add_argument("--json", default=None, metavar="PATH")
 
 
@@ -303,6 +315,10 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
         for mode, d in split.items():
             print(f"  {mode}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in d.items()))
+    block = None
+    if not args.no_block:
+        block = run_block(device=device, threads=args.threads, rounds=3 if args.quick else 7,
+                          compile_ok=not args.no_compile)
     for mode in ("train", "infer"):
         best = max((r for r in results if r["mode"] == mode), key=lambda r: r["images_per_s"])
         print(f"best {mode}: {best['images_per_s']:.1f} img/s with {best['label']}")
@@ -310,7 +326,8 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
     print(f"wall time {wall:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": {**meta, "wall_s": wall}, "results": results, "profile": split}, f, indent=1)
+            json.dump({"meta": {**meta, "wall_s": wall}, "results": results, "profile": split,
+                       "block": block}, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 

@@ -26,4 +26,14 @@ TORCH_LIBRARY(glamor_fast, m) {
       "Tensor? hidden_shift, Tensor pooled, Tensor attn, Tensor lse, bool[8] needs_grad) -> "
       "(Tensor grad_face, Tensor grad_context, Tensor grad_w1, Tensor grad_b1, Tensor grad_w2, "
       "Tensor grad_b2, Tensor grad_hidden_scale, Tensor grad_hidden_shift)");
+  // Fused BatchNorm2d (batch statistics) -> ReLU -> MaxPool2d(2) (csrc/cpu/bn_relu_pool.cpp).
+  // y, xp (x at each window's argmax) (N, C, H/2, W/2) in x's dtype, idx uint8 0..3 (row-major
+  // in the window), mean and biased var (C) in x's dtype.
+  m.def(
+      "bn_relu_pool_forward(Tensor x, Tensor weight, Tensor bias, float eps) -> "
+      "(Tensor y, Tensor idx, Tensor xp, Tensor mean, Tensor var)");
+  // Gradients (x, weight, bias) given grad_y and the forward's saved tensors.
+  m.def(
+      "bn_relu_pool_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, Tensor idx, Tensor xp, "
+      "Tensor mean, Tensor var, float eps) -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
 }

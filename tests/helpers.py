@@ -33,3 +33,18 @@ def make_gla_inputs(B=2, Df=6, Dc=5, H=3, W=4, Hd=7, dtype=torch.float64, device
             if t is not None:
                 t.requires_grad_(True)
     return out
+
+
+def run_without_interpreter(script: str):
+    """Runs ``script`` with ``python -c`` from the repository root with TRITON_INTERPRET unset
+    (ahead-of-time GPU compiles need the real Triton compiler): the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    return subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=600)

@@ -40,3 +40,15 @@ def test_bench_gla_runs_end_to_end(tmp_path):
         assert r["mem_fwd_bytes"] > 0
         assert r["ratios"]["speedup_vs_eager_fwd"] == 1.0
         assert r["ratios"]["fwd_over_mm"] > 0
+
+
+def test_bench_block_runs_and_counts_bytes():
+    from bench.block import fused_bytes, run_block
+
+    lines = []
+    out = run_block((2, 4, 6, 5), threads=1, rounds=1, compile_ok=False, log=lines.append)
+    assert set(out["variants"]) == {"eager", "fused"}
+    # x is 2*4*6*5 floats (960 B); pooled 2*4*3*2 = 48 elements (192 B as floats, 48 B as idx)
+    assert fused_bytes((2, 4, 6, 5)) == out["bytes_fused"] == 2 * 960 + 2 * 192 + 48 + 3 * 192 + 960 + 2 * 192 + 48 + 960
+    assert all(v["median_s"] > 0 and v["fraction_of_copy_bw"] > 0 for v in out["variants"].values())
+    assert "fused" in lines[-1]

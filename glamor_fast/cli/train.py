@@ -70,6 +70,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     g.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N (default %(default)s)")
     g.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default: PyTorch's)")
+    _bool_flag(g, "channels-last", d.channels_last, "keep the model in channels_last memory (faster on CPU)")
     g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
     g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
     _bool_flag(g, "progress", d.progress, "per-epoch progress bars")

@@ -6,7 +6,8 @@ followed by a BatchNorm2d becomes one Conv2d carrying the BatchNorm's affine tra
 Pairs found: adjacent (Conv2d, BatchNorm2d) children of an nn.Sequential (conv5 encoder,
 CAER-Net's attention scorer, ResNet downsample branches) and attribute pairs named
 ``conv<k>``/``bn<k>`` on one module (ResNet stem and BasicBlocks). GLA's hidden-layer
-BatchNorm is already folded by the op in eval mode.
+BatchNorm is already folded by the op in eval mode. A fused encoder block
+(``FusedBNReLUPool2d``) after a Conv2d folds the same way and leaves its ReLU and 2x2 max-pool.
 """
 from __future__ import annotations
 
@@ -16,10 +17,19 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .encoders import FusedBNReLUPool2d
+
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-            and bn.num_features == conv.out_channels)
+    return (type(conv) is nn.Conv2d and type(bn) in (nn.BatchNorm2d, FusedBNReLUPool2d)
+            and bn.track_running_stats and bn.num_features == conv.out_channels)
+
+
+def _after_fold(bn: nn.Module) -> nn.Module:
+    """What stays of ``bn`` once folded into its conv: nothing, or a fused block's ReLU and pool."""
+    if isinstance(bn, FusedBNReLUPool2d):
+        return nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    return nn.Identity()
 
 
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -36,7 +46,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
                 conv, bn = module._modules[a], module._modules[b]
                 if _foldable(conv, bn):
                     module._modules[a] = fuse_conv_bn_eval(conv, bn)
-                    module._modules[b] = nn.Identity()
+                    module._modules[b] = _after_fold(bn)
                     folded += 1
         for name, child in list(module._modules.items()):
             if name.startswith("conv"):
@@ -44,7 +54,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
                 bn = module._modules.get(bn_name)
                 if bn is not None and _foldable(child, bn):
                     module._modules[name] = fuse_conv_bn_eval(child, bn)
-                    module._modules[bn_name] = nn.Identity()
+                    module._modules[bn_name] = _after_fold(bn)
                     folded += 1
     return model, folded
 

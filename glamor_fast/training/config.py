@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None       # torch.set_num_threads, None: leave PyTorch's choice
+    channels_last: bool = True          # model in channels_last memory (faster convs and fused blocks)
     out_dir: str = "runs/train"
     resume: Optional[str] = None
     progress: bool = True

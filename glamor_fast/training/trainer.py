@@ -90,6 +90,8 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
     from glamor_fast.models import build_model
 
     model = build_model(cfg.model, num_classes=len(class_names), **cfg.model_overrides()).to(device)
+    if cfg.channels_last:  # the convs then write channels_last maps for the fused encoder blocks
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None

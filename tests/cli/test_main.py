@@ -46,9 +46,12 @@ def test_train_defaults_are_the_authors_and_flags_reach_the_config():
     assert (d.optimizer, d.lr, d.momentum, d.milestones, d.gamma, d.epochs) == ("sgd", 5e-4, 0.9, [25, 40], 0.1, 60)
     cfg = config_from_args(parser.parse_args(
         ["train", "--model", "caernet-s", "--optimizer", "adamw", "--scheduler", "cosine", "--amp", "bf16",
-         "--accum-steps", "4", "--milestones", "10", "20", "--no-progress", "--backend", "reference"]))
+         "--accum-steps", "4", "--milestones", "10", "20", "--no-progress", "--backend", "reference",
+         "--no-channels-last"]))
     assert (cfg.model, cfg.optimizer, cfg.scheduler, cfg.amp, cfg.accum_steps, cfg.milestones, cfg.progress,
-            cfg.backend) == ("caernet-s", "adamw", "cosine", "bf16", 4, [10, 20], False, "reference")
+            cfg.backend, cfg.channels_last) == ("caernet-s", "adamw", "cosine", "bf16", 4, [10, 20], False,
+                                                "reference", False)
+    assert d.channels_last  # measured faster on the CPU (bench/RESULTS.md)
 
 
 def test_train_cli_reports_errors_cleanly(tmp_path, capsys):

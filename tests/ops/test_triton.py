@@ -472,14 +472,9 @@ def test_kernels_compile_without_spills():
     frame, i.e. no register spills (cuobjdump's resource usage), in fp32 (exact and tf32 dots),
     bf16 and fp16. Native 16-bit dots and barriers only exist on the GPU path, so this also
     catches GPU-only compile errors on a CI machine without a GPU."""
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=900)
+    from tests.helpers import run_without_interpreter
+
+    proc = run_without_interpreter(_AOT_SCRIPT)
     assert proc.returncode == 0 and "compiled" in proc.stdout, (proc.stdout[-3000:], proc.stderr[-3000:])
 
 

@@ -443,7 +443,7 @@ for dt, kind, prec in (("fp32", "ieee", "ieee"), ("fp32", "mma", "tf32"), ("bf16
     d = "*" + dt
     pointers = dict(ctx_ptr=d, w1_ptr=d, w2_ptr=d, scale_ptr=d, shift_ptr=d, dctx_ptr=d, b2_ptr=d,
                     pooled_ptr=d, attn_ptr=d, dz_ptr=d, face_ptr=d, b1_ptr=d)
-    f32 = "u_ptr scores_ptr m_ptr l_ptr acc_ptr lse_ptr pooled32_ptr delta_ptr gp_ptr ga_ptr g_ptr du_ptr dw2_ptr dscale_ptr dshift_ptr"
+    f32 = "u_ptr scores_ptr probs_ptr m_ptr l_ptr acc_ptr lse_ptr pooled32_ptr delta_ptr gp_ptr ga_ptr g_ptr du_ptr dw2_ptr dscale_ptr dshift_ptr"
     pointers.update({n: "*fp32" for n in f32.split()})
     for bn, bk, warps in K._GPU_TILES[kind]:
         tiles = dict(DOT_FP32=False, INPUT_PRECISION=prec, BLOCK_H=128, BLOCK_N=bn, BLOCK_K=bk, KIND=kind)

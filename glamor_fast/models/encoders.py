@@ -10,23 +10,25 @@ import torch
 from torch import nn
 
 
-def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def _conv_bn_relu(cin: int, cout: int, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout, bn_eps, bn_momentum),
+            nn.ReLU(inplace=True)]
 
 
 class Conv5Encoder(nn.Sequential):
     """Five conv3x3-BN-ReLU blocks (32, 64, 128, 256, 256 filters), a 2x2 max-pool after the first four.
 
     Face 96x96 -> (B, 256, 6, 6); context 112x112 -> (B, 256, 7, 7).
+    ``bn_eps``/``bn_momentum``: every BatchNorm2d's (torch's defaults; Keras's are 1e-3 and 0.01).
     """
 
     widths = (32, 64, 128, 256, 256)
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         layers: list[nn.Module] = []
         cin = in_channels
         for i, cout in enumerate(self.widths):
-            layers += _conv_bn_relu(cin, cout)
+            layers += _conv_bn_relu(cin, cout, bn_eps, bn_momentum)
             if i < len(self.widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             cin = cout
@@ -37,16 +39,17 @@ class Conv5Encoder(nn.Sequential):
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock, with the same parameter names."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout, bn_eps, bn_momentum))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -63,15 +66,16 @@ class ResNet18Encoder(nn.Module):
 
     out_channels = 512
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(64, bn_eps, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
         for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)))
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride, bn_eps, bn_momentum),
+                                                     BasicBlock(cout, cout, 1, bn_eps, bn_momentum)))
             cin = cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +100,7 @@ class ResNet18Encoder(nn.Module):
 ENCODERS = {"conv5": Conv5Encoder, "resnet18": ResNet18Encoder}
 
 
-def build_encoder(name: str) -> nn.Module:
+def build_encoder(name: str, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> nn.Module:
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    return ENCODERS[name]()
+    return ENCODERS[name](bn_eps=bn_eps, bn_momentum=bn_momentum)

@@ -90,9 +90,10 @@ def tf_state_dict(prefix, model: GLAMORNet, verify: bool = True) -> dict[str, to
     Raises TFCheckpointError naming the missing and unexpected variables of a checkpoint of
     another network, or a variable whose shape does not fit; unreadable files raise it too.
     """
-    where = str(read_index(prefix).path)
+    index = read_index(prefix)
+    where = str(index.path)
     names = tf_name_map(model)
-    listed = {n for n in read_index(prefix).entries if not _is_bookkeeping(n)}
+    listed = {n for n in index.entries if not _is_bookkeeping(n)}
     missing, unexpected = set(names) - listed, listed - set(names)
     if missing or unexpected:
         parts = [f"{len(missing)} missing: {_short(missing)}" if missing else "",

@@ -18,6 +18,11 @@ from tests.test_tf_checkpoint import FIXTURE, PREFIX
 from tests.tf_bundle import write_bundle
 
 
+def _is_batchnorm(m: torch.nn.Module) -> bool:
+    """BatchNorm layers by what they hold (an encoder may fuse BatchNorm with ReLU and pooling)."""
+    return isinstance(getattr(m, "running_mean", None), torch.Tensor) and hasattr(m, "eps") and hasattr(m, "momentum")
+
+
 @pytest.fixture(scope="module")
 def expected():
     d = np.load(FIXTURE / "expected.npz")
@@ -42,7 +47,7 @@ def test_the_authors_network_is_a_preset():
     kw = PRESETS["glamor-net-authors"].model_kwargs
     assert kw["gla_norm"] == "batchnorm" and kw["bn_eps"] == 1e-3 and kw["bn_momentum"] == 0.01 == KERAS_BN["bn_momentum"]
     model = build_model("glamor-net-authors")
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if _is_batchnorm(m)]
     assert len(bns) == 11 and all(m.eps == 1e-3 and m.momentum == 0.01 for m in bns)
 
 
@@ -111,4 +116,21 @@ def test_bn_arguments_are_checked():
     with pytest.raises(ValueError, match="bn_eps must be a number > 0"):
         glamor_fast.GLAMORNet(bn_eps=0)
     m = glamor_fast.GLAMORNet(attention="ca", encoder="resnet18", bn_eps=1e-3, bn_momentum=0.01)
-    assert {(b.eps, b.momentum) for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)} == {(1e-3, 0.01)}
+    assert {(b.eps, b.momentum) for b in m.modules() if _is_batchnorm(b)} == {(1e-3, 0.01)}
+
+
+def test_keras_momentum_reaches_the_running_statistics():
+    """One training step from fresh statistics: running_mean = 0.01 * batch mean (Keras momentum 0.99)."""
+    model = build_model("glamor-net-authors", backend="reference").train()
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, m=m: seen.__setitem__(m, inp[0].detach()))
+             for m in model.modules() if _is_batchnorm(m) and m is not model.attention.norm]
+    model(torch.rand(2, 3, 96, 96), torch.rand(2, 3, 112, 112))
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 10
+    for bn, x in seen.items():
+        torch.testing.assert_close(bn.running_mean, 0.01 * x.mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
+    gla_bn = model.attention.norm
+    assert int(gla_bn.num_batches_tracked) == 1 and gla_bn.momentum == 0.01
+    assert gla_bn.running_mean.abs().max() > 0 and (gla_bn.running_var >= 0.99 - 1e-6).all()

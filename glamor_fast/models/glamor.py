@@ -139,10 +139,12 @@ def _presets() -> dict[str, Preset]:
             {"attention": att, "fusion_inputs": ("context",)}, True, f"(iii) context, face visible, attention={att}")
         presets[f"both-{att}"] = Preset(
             {"attention": att, "fusion_inputs": ("face", "context")}, False, f"(iv) face and masked context, attention={att}")
-    presets["glamor-net"] = Preset(presets["both-gla"].model_kwargs, False, "GLAMOR-Net (both, GLA)")
+    presets["glamor-net"] = Preset(presets["both-gla"].model_kwargs, False,
+                                   "GLAMOR-Net (both, GLA; no GLA BatchNorm, torch BatchNorm settings): the quick start's")
     presets["glamor-net-authors"] = Preset({**presets["both-gla"].model_kwargs, "gla_norm": "batchnorm", **KERAS_BN},
                                            False, "the authors' exact GLAMOR-Net: GLA with BatchNorm, Keras BatchNorm "
-                                           "settings (what load_tf_checkpoint builds)")
+                                           "settings (what load_tf_checkpoint builds); its running statistics "
+                                           "(momentum 0.01) lag on the quick start's short schedule")
     presets["caernet-s"] = Preset(presets["both-ca"].model_kwargs, False, "CAER-Net-S (both, CA)")
     presets["glamor-net-resnet18"] = Preset({**presets["both-gla"].model_kwargs, "encoder": "resnet18"}, False,
                                             "GLAMOR-Net with ResNet-18 encoders")

@@ -1,7 +1,7 @@
 """glamor_fast: a fused Global-Local Attention op and the GLAMOR-Net model family for PyTorch."""
 from .models import (
     PRESETS, AdaptiveFusion, CAERNetS, ContextAttention, Conv5Encoder, GLAMORNet,
-    GlobalLocalAttention, ResNet18Encoder, build_model, fold_batchnorm, optimize_for_inference,
+    GlobalLocalAttention, ResNet18Encoder, build_model, fold_batchnorm, load_tf_checkpoint, optimize_for_inference,
 )
 from .ops import available_backends, gla, gla_reference
 
@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AdaptiveFusion", "available_backends", "build_model", "CAERNetS", "ContextAttention",
     "Conv5Encoder", "fold_batchnorm", "gla", "gla_reference", "GLAMORNet", "GlobalLocalAttention",
-    "optimize_for_inference", "PRESETS",
+    "load_tf_checkpoint", "optimize_for_inference", "PRESETS",
     "ResNet18Encoder",
 ]

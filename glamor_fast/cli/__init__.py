@@ -24,6 +24,8 @@ COMMANDS = {
     "prepare": ("glamor_fast.cli.prepare", "decode a dataset once into a memory-mappable cache for train/eval --cache"),
     "detect-faces": ("glamor_fast.cli.detect_faces", "write face-box files for a CAER-S-layout dataset (Haar cascade)"),
     "build-ncaer": ("glamor_fast.cli.build_ncaer", "build NCAER-S from the CAER videos"),
+    "import-tf": ("glamor_fast.cli.import_tf",
+                  "convert the authors' TensorFlow GLAMOR-Net checkpoint into a project checkpoint (no TensorFlow)"),
     "bench": ("glamor_fast.cli.bench", "GLA benchmarks: every backend vs eager and torch.compile (run from a checkout)"),
 }
 MAIN_JOB = "quickstart"

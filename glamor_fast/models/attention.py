@@ -22,13 +22,15 @@ class GlobalLocalAttention(nn.Module):
     authors' code). Training uses batch statistics over all B*H*W hidden activations;
     eval folds the running statistics. Either way the BatchNorm reaches the op as
     ``hidden_scale``/``hidden_shift``, so every backend computes the same function.
+    ``bn_eps``/``bn_momentum`` are the BatchNorm1d's (torch's defaults; Keras's are 1e-3, 0.01).
 
     forward(face (B, Df, h, w) map, global-average pooled here, or (B, Df) vector;
             context (B, Dc, H, W)) -> pooled (B, Dc), attn (B, H, W), in the context's dtype.
     """
 
     def __init__(self, face_dim: int = 256, context_dim: int = 256, hidden_dim: int = 128,
-                 norm: Optional[str] = None, backend: str = "auto"):
+                 norm: Optional[str] = None, backend: str = "auto", bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1):
         super().__init__()
         if norm not in (None, "batchnorm"):
             raise ValueError(f"GlobalLocalAttention: norm must be None or 'batchnorm', got {norm!r}")
@@ -39,7 +41,7 @@ class GlobalLocalAttention(nn.Module):
         self.backend = backend
         self.hidden = nn.Linear(face_dim + context_dim, hidden_dim)
         self.score = nn.Linear(hidden_dim, 1)
-        self.norm = nn.BatchNorm1d(hidden_dim) if norm == "batchnorm" else None
+        self.norm = nn.BatchNorm1d(hidden_dim, bn_eps, bn_momentum) if norm == "batchnorm" else None
 
     def forward(self, face: torch.Tensor, context: torch.Tensor):
         if face.dim() == 4:
@@ -103,12 +105,13 @@ class ContextAttention(nn.Module):
     forward(context (B, Dc, H, W)) -> pooled (B, Dc), attn (B, H, W).
     """
 
-    def __init__(self, context_dim: int = 256, hidden_dim: int = 128):
+    def __init__(self, context_dim: int = 256, hidden_dim: int = 128, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1):
         super().__init__()
         self.context_dim = context_dim
         self.scorer = nn.Sequential(
             nn.Conv2d(context_dim, hidden_dim, 3, padding=1, bias=False),
-            nn.BatchNorm2d(hidden_dim),
+            nn.BatchNorm2d(hidden_dim, bn_eps, bn_momentum),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden_dim, 1, 3, padding=1),
         )

@@ -108,16 +108,17 @@ class Conv5Encoder(nn.Sequential):
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock, with the same parameter names."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout, bn_eps, bn_momentum))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -134,15 +135,16 @@ class ResNet18Encoder(nn.Module):
 
     out_channels = 512
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(64, bn_eps, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
         for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)))
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride, bn_eps, bn_momentum),
+                                                     BasicBlock(cout, cout, 1, bn_eps, bn_momentum)))
             cin = cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

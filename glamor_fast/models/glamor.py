@@ -12,6 +12,8 @@ from .encoders import build_encoder
 from .fusion import AdaptiveFusion
 
 ATTENTIONS = ("gla", "ca", "none")
+# Keras's BatchNormalization defaults (the authors' TF code) in torch's convention.
+KERAS_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 FUSION_INPUTS = ("face", "context")
 
 
@@ -33,6 +35,10 @@ class GLAMORNet(nn.Module):
             (ii)/(iii)) or ("face",) (setting (i); needs attention="none").
         gla_hidden, gla_norm, backend: GlobalLocalAttention's hidden size, hidden-layer norm
             (None or "batchnorm") and GLA backend.
+        bn_eps, bn_momentum: every BatchNorm's eps and running-statistics momentum, in torch's
+            convention (running = (1 - momentum) * running + momentum * batch). torch's defaults
+            are 1e-5 and 0.1; Keras's (the authors' code) are eps 1e-3 and momentum 0.99, which is
+            torch momentum 0.01 (KERAS_BN).
     forward(face_img (B, 3, 96, 96) or None when unused, context_img (B, 3, 112, 112) or None
         when unused, return_details=False) -> logits (B, num_classes), and with
         return_details also attn (B, H, W) or None and the fusion weights (B, len(fusion_inputs)).
@@ -40,8 +46,15 @@ class GLAMORNet(nn.Module):
 
     def __init__(self, num_classes: int = 7, encoder: str = "conv5", attention: str = "gla",
                  fusion_inputs=("face", "context"), gla_hidden: int = 128,
-                 gla_norm: Optional[str] = None, backend: str = "auto", dropout: float = 0.5):
+                 gla_norm: Optional[str] = None, backend: str = "auto", dropout: float = 0.5,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         super().__init__()
+        if not (isinstance(bn_eps, (int, float)) and bn_eps > 0):
+            raise ValueError(f"GLAMORNet: bn_eps must be a number > 0, got {bn_eps!r}")
+        if not (isinstance(bn_momentum, (int, float)) and 0 <= bn_momentum <= 1):
+            raise ValueError(f"GLAMORNet: bn_momentum must be in [0, 1] (torch's convention: Keras's momentum "
+                             f"0.99 is 0.01 here), got {bn_momentum!r}")
+        bn = dict(bn_eps=float(bn_eps), bn_momentum=float(bn_momentum))
         fusion_inputs = (fusion_inputs,) if isinstance(fusion_inputs, str) else tuple(fusion_inputs)
         if not fusion_inputs or len(set(fusion_inputs)) != len(fusion_inputs) or not set(fusion_inputs) <= set(FUSION_INPUTS):
             raise ValueError(
@@ -57,13 +70,13 @@ class GLAMORNet(nn.Module):
         self.attention_kind = attention
         self.fusion_inputs = tuple(fusion_inputs)
         use_face = "face" in fusion_inputs or attention == "gla"
-        self.face_encoder = build_encoder(encoder) if use_face else None
-        self.context_encoder = build_encoder(encoder) if "context" in fusion_inputs else None
+        self.face_encoder = build_encoder(encoder, **bn) if use_face else None
+        self.context_encoder = build_encoder(encoder, **bn) if "context" in fusion_inputs else None
         channels = (self.face_encoder or self.context_encoder).out_channels
         if attention == "gla":
-            self.attention = GlobalLocalAttention(channels, channels, gla_hidden, gla_norm, backend)
+            self.attention = GlobalLocalAttention(channels, channels, gla_hidden, gla_norm, backend, **bn)
         elif attention == "ca":
-            self.attention = ContextAttention(channels)
+            self.attention = ContextAttention(channels, **bn)
         else:
             self.attention = None
         self.fusion = AdaptiveFusion(
@@ -126,7 +139,12 @@ def _presets() -> dict[str, Preset]:
             {"attention": att, "fusion_inputs": ("context",)}, True, f"(iii) context, face visible, attention={att}")
         presets[f"both-{att}"] = Preset(
             {"attention": att, "fusion_inputs": ("face", "context")}, False, f"(iv) face and masked context, attention={att}")
-    presets["glamor-net"] = Preset(presets["both-gla"].model_kwargs, False, "GLAMOR-Net (both, GLA)")
+    presets["glamor-net"] = Preset(presets["both-gla"].model_kwargs, False,
+                                   "GLAMOR-Net (both, GLA; no GLA BatchNorm, torch BatchNorm settings): the quick start's")
+    presets["glamor-net-authors"] = Preset({**presets["both-gla"].model_kwargs, "gla_norm": "batchnorm", **KERAS_BN},
+                                           False, "the authors' exact GLAMOR-Net: GLA with BatchNorm, Keras BatchNorm "
+                                           "settings (what load_tf_checkpoint builds); its running statistics "
+                                           "(momentum 0.01) lag on the quick start's short schedule")
     presets["caernet-s"] = Preset(presets["both-ca"].model_kwargs, False, "CAER-Net-S (both, CA)")
     presets["glamor-net-resnet18"] = Preset({**presets["both-gla"].model_kwargs, "encoder": "resnet18"}, False,
                                             "GLAMOR-Net with ResNet-18 encoders")

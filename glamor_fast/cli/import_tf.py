@@ -1,0 +1,32 @@
+"""``glamor-fast import-tf PREFIX OUT.pt``: the command line of ``glamor_fast.import_tf``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from glamor_fast.import_tf import import_tf
+from glamor_fast.training.checkpoint import CheckpointError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prefix", help="TF checkpoint prefix: PREFIX.index and PREFIX.data-* "
+                                       "(the authors' weights/glamor-net/Model)")
+    parser.add_argument("out", help="project checkpoint to write (e.g. glamor-net-authors.pt)")
+    parser.add_argument("--dataset", default="builtin", choices=["builtin", "caer-s", "ncaer-s"],
+                        help="dataset recorded in the checkpoint, used by eval unless told otherwise "
+                             "(default %(default)s)")
+    parser.add_argument("--data-root", help="dataset root recorded in the checkpoint")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the crc32c check of the tensors (faster on huge checkpoints)")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        path = import_tf(args.prefix, args.out, dataset=args.dataset, data_root=args.data_root,
+                         verify=args.verify, overwrite=args.force)
+    except (CheckpointError, ValueError, FileExistsError, OSError) as exc:
+        print(f"glamor-fast import-tf: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: the authors' GLAMOR-Net (preset glamor-net-authors) with the weights of {args.prefix}")
+    return 0

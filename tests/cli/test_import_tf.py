@@ -45,9 +45,11 @@ def test_eval_predict_and_resume_accept_it(imported, capsys):
     assert cli_main(["eval", str(out), "--data-root", str(data), "--backend", "reference", "--no-progress",
                      "--out-dir", str(root / "eval")]) == 0
     assert "glamor-net-authors on test (14 images)" in capsys.readouterr().out
-    assert cli_main(["predict", GRACE, "--checkpoint", str(out), "--box", "150,80,350,300",
+    assert cli_main(["predict", GRACE, "--checkpoint", str(out), "--out", str(root / "predicted"),
                      "--backend", "reference", "--json"]) == 0
-    probs = json.loads(capsys.readouterr().out)[0]["probabilities"]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert records and records[0]["box"] is not None  # the Haar cascade finds Grace Hopper's face
+    probs = records[0]["probs"]
     assert len(probs) == 7 and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert cli_main(["visualize", str(out), "--data-root", str(data), "--num", "2", "--backend", "reference",
                      "--out-dir", str(root / "figures")]) == 0

@@ -54,3 +54,32 @@ def gla_reference(
     attn = torch.softmax(scores, dim=1)                             # (B, N)
     pooled = torch.bmm(attn.unsqueeze(1), cells).squeeze(1)         # (B, Dc)
     return pooled, attn.view(B, H, W)
+
+
+def gla_split(
+    face: torch.Tensor,
+    context: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    hidden_scale: Optional[torch.Tensor] = None,
+    hidden_shift: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same function as :func:`gla_reference`, written as a careful user would in plain
+    PyTorch: no concatenation; the face half of the MLP, u = v_f W1f^T + b1 (B, Hd), once per
+    sample; z = ReLU(cells W1c^T + u) (B, N, Hd); scores; softmax; pooling with bmm.
+
+    It is the baseline the fused backends are benchmarked against (bench/gla.py, "split"),
+    and tested equal to the reference. Same arguments, shapes and dtypes as ``gla_reference``.
+    """
+    B, Df, Dc, H, W, Hd = check_gla_inputs(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
+    cells = context.flatten(2).transpose(1, 2)                      # (B, N, Dc)
+    u = torch.addmm(b1, face, w1[:, :Df].t())                       # (B, Hd)
+    hidden = F.relu(torch.matmul(cells, w1[:, Df:].t()) + u.unsqueeze(1))  # (B, N, Hd)
+    if hidden_scale is not None:
+        hidden = F.relu(hidden * hidden_scale + hidden_shift)
+    scores = torch.matmul(hidden, w2) + b2.reshape(())              # (B, N)
+    attn = torch.softmax(scores, dim=1)                             # (B, N)
+    pooled = torch.bmm(attn.unsqueeze(1), cells).squeeze(1)         # (B, Dc)
+    return pooled, attn.view(B, H, W)

@@ -9,12 +9,18 @@ Ops (see csrc/glamor_fast.cpp):
         -> pooled (B, Dc), attn (B, H, W) [inputs' dtype], lse (B) [float64 or float32]
     glamor_fast::gla_backward(grad_pooled, grad_attn, grad_lse, <the 8 inputs>, pooled, attn,
         lse, needs_grad: 8 bools) -> the 8 input gradients, an empty (0,) tensor where not needed
+
+Double backward: gla_backward has no derivative. A backward run with create_graph=True (grad
+mode on inside it) takes its gradients from ``gla_reference_vjp`` instead, so higher-order
+gradients are those of the reference formulas (exact, at the reference's speed and memory).
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+
+from .reference import gla_reference_vjp
 
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` from the repository root "
@@ -90,6 +96,8 @@ def _register() -> None:
         needs = [bool(n) for n in ctx.needs_input_grad[:8]]
         if inputs[6] is None:
             needs[6] = needs[7] = False
+        if torch.is_grad_enabled():  # create_graph=True: gla_backward has no derivative
+            return gla_reference_vjp(inputs, needs, grad_pooled, grad_attn, grad_lse)
         # Autograd materialises missing output grads as zeros; guard for callers that do not.
         grad_pooled = torch.zeros_like(pooled) if grad_pooled is None else grad_pooled
         grad_attn = torch.zeros_like(attn) if grad_attn is None else grad_attn

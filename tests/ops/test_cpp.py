@@ -331,3 +331,34 @@ def test_other_gemm_paths_match_too(mode):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "deselected" in out.stdout
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(folded_bn=True, channels_last=True)])
+def test_double_backward_gradgradcheck_float64(kw):
+    """create_graph=True through the op gives the true second-order gradients."""
+    x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=2, Hd=3, requires_grad=True, **kw)
+    assert torch.autograd.gradgradcheck(lambda *t: cpp(*t), tuple(_params(x)),
+                                        eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_penalty_matches_reference():
+    """A gradient penalty (|d loss / d context|^2 backpropagated into the weights) as the
+    reference computes it, lse's cotangent included."""
+    x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, folded_bn=True)
+    out = []
+    for fn in (cpp, gla_reference):
+        xs = [t.clone().requires_grad_(True) for t in x]
+        p, a = fn(*xs)
+        (gc,) = torch.autograd.grad(p.square().sum() + a.sin().sum(), [xs[1]], create_graph=True)
+        out.append(torch.autograd.grad(gc.square().sum(), xs))
+    for u, v in zip(*out):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12)
+    xs = [t.clone().requires_grad_(True) for t in x]
+    lse = torch.ops.glamor_fast.gla_forward(*xs)[2]
+    (gf,) = torch.autograd.grad(lse.sum(), [xs[0]], create_graph=True)
+    cells = xs[1].flatten(2).transpose(1, 2)
+    joined = torch.cat([xs[0].unsqueeze(1).expand(-1, cells.shape[1], -1), cells], -1)
+    h = torch.relu(torch.relu(joined @ xs[2].t() + xs[3]) * xs[6] + xs[7])
+    (rf,) = torch.autograd.grad(torch.logsumexp(h @ xs[4] + xs[5], dim=1).sum(), [xs[0]], create_graph=True)
+    for u, v in zip(torch.autograd.grad(gf.sum(), xs[2]), torch.autograd.grad(rf.sum(), xs[2])):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12)

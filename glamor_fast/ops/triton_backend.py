@@ -178,8 +178,15 @@ def _backward(ctx, grad_pooled, grad_attn, *unused):
 gla_triton_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def gla(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=None, deterministic=True):
-    """Backend entry point (inputs validated by ``glamor_fast.ops.gla``): (pooled, attn)."""
+def gla(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=None, deterministic=True,
+        recompute=None):
+    """Backend entry point (inputs validated by ``glamor_fast.ops.gla``): (pooled, attn).
+
+    The Triton kernels always recompute the hidden layer: ``recompute=False`` is refused."""
+    if recompute is not None and not recompute:
+        raise ValueError("gla: recompute=False (save the hidden layer for the backward) is implemented "
+                         "by the cpp backend only; the Triton kernels always recompute it "
+                         "(use recompute=None or True)")
     pooled, attn = torch.ops.glamor_fast.gla_triton_fwd(
         face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic)[:2]
     return pooled, attn

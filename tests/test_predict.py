@@ -19,7 +19,7 @@ def ckpt(tmp_path_factory):
 
 
 def test_predict_detects_the_face_and_returns_probabilities(ckpt):
-    (r,) = predict(ckpt, [GRACE], backend="reference")
+    (r,) = predict(ckpt, [GRACE], backend="cpp")
     assert r["box_source"] == "detected" and r["box"] is not None
     x1, y1, x2, y2 = r["box"]
     assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 600  # grace_hopper.jpg is 512 x 600

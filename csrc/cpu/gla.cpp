@@ -449,15 +449,17 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T*
       const T* g = P.scale;
       const T* be = P.shift;
 #pragma omp simd
-      for (int64_t k = 0; k < Hd; ++k) {  // branch-free (0/1 masks) so that it vectorises
+      // Selects, not 0/1 products: a masked-off unit passes exactly 0 even when ds is NaN / inf,
+      // as PyTorch's ReLU backward (a where) does. Branch-free blends, so it still vectorises.
+      for (int64_t k = 0; k < Hd; ++k) {
         const T zz = zj[k] + u[k], gk = g[k];
         const T h1 = std::max(zz, T(0));
         const T y = gk * h1 + be[k];
         dw2[k] += dsj * std::max(y, T(0));
-        const T dy = (y > T(0) ? T(1) : T(0)) * (dsj * w2[k]);
+        const T dy = y > T(0) ? dsj * w2[k] : T(0);
         dg[k] += dy * h1;
         db[k] += dy;
-        const T dz = (zz > T(0) ? T(1) : T(0)) * (dy * gk);
+        const T dz = zz > T(0) ? dy * gk : T(0);
         dzj[k] = dz;
         du[k] += dz;
       }
@@ -466,7 +468,7 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T*
       for (int64_t k = 0; k < Hd; ++k) {
         const T zz = zj[k] + u[k];
         dw2[k] += dsj * std::max(zz, T(0));
-        const T dz = (zz > T(0) ? T(1) : T(0)) * (dsj * w2[k]);
+        const T dz = zz > T(0) ? dsj * w2[k] : T(0);
         dzj[k] = dz;
         du[k] += dz;
       }
@@ -971,8 +973,9 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
           gw1,
           need_b1 ? dU.sum(0).to(st) : none(),
           out(dw2, needs_grad[4]),
-          // sum_i ds_i: 0 from pooled/attn (softmax is shift invariant), sum_b g_lse from lse.
-          needs_grad[5] ? grad_lse.sum().reshape(b2.sizes()).to(st) : none(),
+          // sum_i ds_i: 0 from pooled/attn (softmax is shift invariant), sum_b g_lse from lse;
+          // 0 * sum(du) keeps it non-finite where ds is (NaN / inf inputs), as PyTorch's sum is.
+          needs_grad[5] ? (grad_lse.to(ct).sum() + dU.sum() * 0).reshape(b2.sizes()).to(st) : none(),
           bn ? out(dgamma, needs_grad[6]) : none(),
           bn ? out(dbeta, needs_grad[7]) : none()};
 }

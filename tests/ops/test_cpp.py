@@ -420,3 +420,50 @@ def test_hidden_saved_only_when_a_backward_follows():
     assert not save_hidden(None, *big[:6]) and save_hidden(False, *big[:6])
     with pytest.raises(ValueError, match="recompute=False .* cpp backend only"):
         save_hidden(False, x[0], x[1].to("meta"), *x[2:6])
+
+
+@pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
+@pytest.mark.parametrize("shape", [dict(B=6, H=7, W=7), dict(B=1, H=28, W=28)], ids=["paper7x7", "hires28"])
+def test_paper_full_sizes_float32_within_twice_pytorch_error(shape, fn, two_threads):
+    """Df = Dc = 256, Hd = 128 (the paper's sizes; B kept small): float32 cpp and float32
+    PyTorch against the float64 reference, forward and every gradient."""
+    x64 = make_gla_inputs(Df=256, Dc=256, Hd=128, folded_bn=True, **shape)
+    x32 = [t.float() for t in x64]
+    p64, a64, g64, gp, ga = _run(gla_reference, x64)
+    pk, ak, gk, _, _ = _run(fn, x32, gp.float(), ga.float())
+    pr, ar, gr, _, _ = _run(gla_reference, x32, gp.float(), ga.float())
+    eps = torch.finfo(torch.float32).eps
+    for name, k, r, ref in [("pooled", pk, pr, p64), ("attn", ak, ar, a64)] + [
+        (f"grad{i}", k, r, ref) for i, (k, r, ref) in enumerate(zip(gk, gr, g64))
+    ]:
+        atol = eps * (1.0 + ref.abs().max().item())
+        assert _max_err(k, ref) <= 2 * _max_err(r, ref) + atol, (name, _max_err(k, ref), _max_err(r, ref))
+
+
+def _nonfinite_cases():
+    x = make_gla_inputs(B=3, Df=5, Dc=7, H=4, W=5, Hd=4, dtype=torch.float32, folded_bn=True)
+    nan_cell = [t.clone() for t in x]
+    nan_cell[1][1, 2, 3, 1] = float("nan")  # one cell of batch element 1
+    inf_cell = [t.clone() for t in x]
+    inf_cell[1][0, 4, 0, 0] = float("inf")
+    inf_face = [t.clone() for t in x]
+    inf_face[0][2, 1] = -float("inf")
+    all_neg_inf = [t.clone() for t in x]
+    all_neg_inf[5] = torch.tensor(-float("inf"))  # b2 = -inf: every score -inf
+    return {"nan_cell": nan_cell, "inf_cell": inf_cell, "inf_face": inf_face, "all_scores_neg_inf": all_neg_inf}
+
+
+@pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
+@pytest.mark.parametrize("name", list(_nonfinite_cases()))
+def test_nan_and_inf_propagate_like_pytorch(name, fn, two_threads):
+    """Non-finite inputs: no crash, the same non-finite outputs and gradients as PyTorch's,
+    and the untouched batch elements' outputs unchanged."""
+    x = _nonfinite_cases()[name]
+    gp = torch.randn(3, 7)
+    ga = torch.randn(3, 4, 5)
+    p, a, g, _, _ = _run(fn, x, gp, ga)
+    rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)
+    for what, u, v in [("pooled", p, rp), ("attn", a, ra)] + [(f"grad{i}", u, v) for i, (u, v) in enumerate(zip(g, rg))]:
+        assert torch.equal(torch.isfinite(u), torch.isfinite(v)), what
+        fin = torch.isfinite(v)
+        torch.testing.assert_close(u[fin], v[fin], rtol=1e-4, atol=1e-5, msg=what)

@@ -278,6 +278,7 @@ struct Params {
   T b2;
   const T* scale;  // (Hd) or nullptr
   const T* shift;  // (Hd) or nullptr
+  bool finite;     // w2, scale, shift all finite (the backward's fast masks are then exact)
 };
 
 // W1c packed by MKL for the tile GEMMs (float with MKL only; otherwise empty and unused).
@@ -429,11 +430,17 @@ GLAMOR_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64
   }
 }
 
+// ReLU'(x) g. Clean (every ds and parameter finite): a 0/1 product, which vectorises. Otherwise a
+// select, so a masked-off unit passes exactly 0 even when g is NaN / inf, as PyTorch's ReLU
+// backward (a where) does; GCC does not vectorise that select, hence the two paths.
+#define GLAMOR_RELU_GRAD(x, g) \
+  (Clean ? ((x) > T(0) ? T(1) : T(0)) * (g) : ((x) > T(0) ? (g) : T(0)))
+
 // z (T_, Hd) -> dz (T_, Hd) (dz may be z: in place), given ds (T_); tile sums (over the tile's
 // cells) of dw2, dgamma, dbeta and du into sums (4, Hd), which the caller adds into double
 // accumulators.
-template <typename T>
-GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
+template <bool Clean, typename T>
+GLAMOR_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
                            int64_t Hd, T* sums) {
   T* dw2 = sums;
   T* dg = sums + Hd;
@@ -449,17 +456,15 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T*
       const T* g = P.scale;
       const T* be = P.shift;
 #pragma omp simd
-      // Selects, not 0/1 products: a masked-off unit passes exactly 0 even when ds is NaN / inf,
-      // as PyTorch's ReLU backward (a where) does. Branch-free blends, so it still vectorises.
       for (int64_t k = 0; k < Hd; ++k) {
         const T zz = zj[k] + u[k], gk = g[k];
         const T h1 = std::max(zz, T(0));
         const T y = gk * h1 + be[k];
         dw2[k] += dsj * std::max(y, T(0));
-        const T dy = y > T(0) ? dsj * w2[k] : T(0);
+        const T dy = GLAMOR_RELU_GRAD(y, dsj * w2[k]);
         dg[k] += dy * h1;
         db[k] += dy;
-        const T dz = zz > T(0) ? dy * gk : T(0);
+        const T dz = GLAMOR_RELU_GRAD(zz, dy * gk);
         dzj[k] = dz;
         du[k] += dz;
       }
@@ -468,12 +473,21 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T*
       for (int64_t k = 0; k < Hd; ++k) {
         const T zz = zj[k] + u[k];
         dw2[k] += dsj * std::max(zz, T(0));
-        const T dz = zz > T(0) ? dsj * w2[k] : T(0);
+        const T dz = GLAMOR_RELU_GRAD(zz, dsj * w2[k]);
         dzj[k] = dz;
         du[k] += dz;
       }
     }
   }
+}
+
+template <typename T>
+GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
+                           int64_t Hd, T* sums) {
+  bool clean = P.finite;
+  for (int64_t j = 0; j < T_ && clean; ++j) clean = std::isfinite(ds[j]);
+  if (clean) dz_loop<true>(P, u, ds, z, dzo, T_, Hd, sums);
+  else dz_loop<false>(P, u, ds, z, dzo, T_, Hd, sums);
 }
 
 // out += gp a^T for a dV tile: cells_major out[j * ld + c], else out[c * ld + j].
@@ -802,6 +816,7 @@ at::ScalarType compute_type(at::ScalarType st) {
 struct Prepared {
   at::Tensor context, w1, w1c_t, w2, scale, shift, u;
   double b2;
+  bool finite;  // w2, scale and shift all finite
 };
 
 // Parameters in the compute dtype, contiguous (all small); context converted only when its
@@ -821,6 +836,9 @@ Prepared prepare(const at::Tensor& face, const at::Tensor& context, const at::Te
     p.shift = shift->to(ct).contiguous();
   }
   p.b2 = b2.to(at::kDouble).item<double>();
+  p.finite = p.w2.isfinite().all().item<bool>() &&
+             (!p.scale.defined() || (p.scale.isfinite().all().item<bool>() &&
+                                     p.shift.isfinite().all().item<bool>()));
   p.u = at::addmm(b1.to(ct), face.to(ct), p.w1.narrow(1, 0, Df).t()).contiguous();
   return p;
 }
@@ -836,6 +854,7 @@ Params<T> make_params(const Prepared& p, int64_t Df) {
   P.b2 = static_cast<T>(p.b2);
   P.scale = p.scale.defined() ? p.scale.data_ptr<T>() : nullptr;
   P.shift = p.shift.defined() ? p.shift.data_ptr<T>() : nullptr;
+  P.finite = p.finite;
   return P;
 }
 

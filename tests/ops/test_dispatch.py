@@ -147,3 +147,31 @@ def test_double_backward_through_every_fused_backend(name, device):
     assert got[2].abs().max() > 1e-3  # dw1 of the penalty is a real second-order term
     for g, w in zip(got, want):
         torch.testing.assert_close(g.double().cpu(), w, rtol=1e-4, atol=1e-5 * (1 + w.abs().max().item()))
+
+
+def test_recompute_policy_is_passed_through_and_refused_where_unsupported(monkeypatch):
+    from glamor_fast.models import GlobalLocalAttention
+    from glamor_fast.ops import _ext
+
+    seen = []
+    real = torch.ops.glamor_fast.gla_forward
+
+    class Spy:
+        def __call__(self, *args):
+            seen.append(args[-1])
+            return real(*args)
+
+    monkeypatch.setattr(_ext.torch.ops.glamor_fast, "gla_forward", Spy(), raising=False)
+    mod = GlobalLocalAttention(8, 6, 5, backend="cpp", recompute=False).double()
+    face, ctx = torch.randn(2, 8, dtype=torch.float64), torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        mod(face, ctx)
+    mod.recompute = None
+    mod(face, ctx)  # grad mode on, parameters require grad: small, so saved
+    mod.recompute = True
+    mod(face, ctx)
+    assert seen == [True, True, False]
+    if backends.unavailable_reason("triton", torch.device("cpu"), torch.float32) is None:
+        x = make_gla_inputs(dtype=torch.float32)
+        with pytest.raises(ValueError, match="recompute=False .* cpp backend only"):
+            gla(*x, backend="triton", recompute=False)

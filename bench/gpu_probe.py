@@ -10,19 +10,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from glamor_fast.ops import gla
-
-
-def split_eager(face, ctx, w1, b1, w2, b2):
-    """The best plain-PyTorch formulation: no concatenation, u = v_f W1f^T + b1 once per sample."""
-    B, Dc, H, W = ctx.shape
-    Df = face.shape[1]
-    cells = ctx.flatten(2).transpose(1, 2)                      # (B, N, Dc)
-    u = face @ w1[:, :Df].T + b1                                # (B, Hd)
-    z = torch.relu(cells @ w1[:, Df:].T + u[:, None, :])        # (B, N, Hd)
-    s = z @ w2 + b2                                             # (B, N)
-    a = torch.softmax(s, dim=1)
-    pooled = torch.bmm(a[:, None, :], cells)[:, 0]              # (B, Dc)
-    return pooled, a.view(B, H, W)
+from glamor_fast.ops.reference import gla_split
 
 
 def timed(fn, reps=50):
@@ -64,9 +52,9 @@ def main():
     b2 = torch.zeros((), device=dev)
     x64 = [t.double().requires_grad_() for t in (face, ctx, w1, b1, w2, b2)]
     x = tuple(t.to(dt).requires_grad_() for t in (face, ctx, w1, b1, w2, b2))
-    ops = {"split": lambda *t: split_eager(*t), "reference": lambda *t: gla(*t, backend="reference"),
+    ops = {"split": lambda *t: gla_split(*t), "reference": lambda *t: gla(*t, backend="reference"),
            "triton": lambda *t: gla(*t, backend="triton"), "cuda": lambda *t: gla(*t, backend="cuda"),
-           "compile": torch.compile(split_eager)}
+           "compile": torch.compile(gla_split)}
     gp, ga = torch.randn(B, D, device=dev), torch.rand(B, hw, hw, device=dev)
     rp, ra = gla(*x64, backend="reference")
     ref = [rp, ra, *torch.autograd.grad((rp, ra), x64, (gp.double(), ga.double()))]

@@ -20,7 +20,17 @@ def _meta_line(meta: dict) -> str:
 
 
 def _ms(r: dict) -> str:
+    if "min_s" in r:  # interleaved rounds: median [fastest-slowest round]
+        return f"{r['median_s'] * 1e3:.3g} [{r['min_s'] * 1e3:.3g}-{r['max_s'] * 1e3:.3g}]"
     return f"{r['median_s'] * 1e3:.3g} ±{100 * r['iqr_s'] / r['median_s']:.0f}%"
+
+
+def _ratio_range(r: dict, key: str) -> str:
+    v = r["ratios"].get(key)
+    if v is None:
+        return "-"
+    lo_hi = r.get("ratio_spread", {}).get(key)
+    return f"{v:.2f}" + (f" [{lo_hi[0]:.2f}-{lo_hi[1]:.2f}]" if lo_hi else "")
 
 
 def _ratio(r: dict, key: str) -> str:
@@ -37,8 +47,10 @@ def gla_markdown(data: dict) -> str:
                 f"{lim['copy_bytes_per_s'] / 1e9:.1f} GB/s, fp32 mm {lim['mm_flops_per_s'] / 1e9:.0f} GFLOP/s"
                 f" ({lim['mm_size']}^3). Skipped: "
                 + ("; ".join(f"{k} ({v})" for k, v in dev["skipped"].items()) or "none"), "",
-                "| case | backend | fwd ms | bwd ms | fwd+bwd ms | fwd x eager | fwd x compile | f+b x eager | "
-                "f+b x compile | mem fwd MB | mem f+b MB | mem f+b / eager | roofline fwd | roofline bwd | roofline f+b "
+                "Times: median of the interleaved rounds [fastest-slowest round]; x best: speed-up over the "
+                "fastest unfused baseline of the case (median of per-round ratios [range]).", "",
+                "| case | backend | fwd ms | bwd ms | fwd+bwd ms | fwd x best | f+b x best | fwd x eager | "
+                "f+b x eager | mem fwd MB | mem f+b MB | mem f+b / eager | roofline fwd | roofline bwd | roofline f+b "
                 "| fwd / mm |",
                 "|" + "---|" * 16]
         for c in dev["cases"]:
@@ -46,18 +58,20 @@ def gla_markdown(data: dict) -> str:
                 wrong = " **WRONG**" if r.get("wrong") else ""
                 out.append(
                     f"| {c['case']['name']} | {name}{wrong} | {_ms(r['fwd'])} | {_ms(r['bwd'])} | {_ms(r['fwdbwd'])} | "
-                    f"{_ratio(r, 'speedup_vs_eager_fwd')} | {_ratio(r, 'speedup_vs_compile_fwd')} | "
-                    f"{_ratio(r, 'speedup_vs_eager_fwdbwd')} | {_ratio(r, 'speedup_vs_compile_fwdbwd')} | "
+                    f"{_ratio_range(r, 'speedup_vs_best_fwd')} | {_ratio_range(r, 'speedup_vs_best_fwdbwd')} | "
+                    f"{_ratio(r, 'speedup_vs_eager_fwd')} | {_ratio(r, 'speedup_vs_eager_fwdbwd')} | "
                     f"{r['mem_fwd_bytes'] / 1e6:.2f} | {r['mem_fwdbwd_bytes'] / 1e6:.2f} | "
                     f"{_ratio(r, 'mem_fwdbwd_vs_eager')} | {r['fwd']['roofline']['fraction']:.2f} | "
                     f"{r['bwd']['roofline']['fraction']:.2f} | "
-                    f"{r['fwdbwd']['roofline']['fraction']:.2f} | {_ratio(r, 'fwd_over_mm')} |")
+                    f"{r['fwdbwd']['roofline']['fraction']:.2f} | {_ratio_range(r, 'fwd_over_mm')} |")
             out.append(f"| {c['case']['name']} | torch.mm alone | {_ms(c['mm'])} | | | | | | | | | | | | | |")
         out.append("")
         if dev.get("bars"):
             out += ["The issue's CPU bars on this run:", ""]
             out += [f"- {'met' if b['met'] else '**missed**'}: {b['backend']} {b['case']} {b['bar']} "
-                    f"(measured {b['value']:.2f})" for b in dev["bars"]]
+                    f"(measured {b['value']:.2f}"
+                    + (f", rounds {b['spread'][0]:.2f}-{b['spread'][1]:.2f})" if b.get("spread") else ")")
+                    for b in dev["bars"]]
             out.append("")
     return "\n".join(out)
 

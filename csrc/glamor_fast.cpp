@@ -14,16 +14,21 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(glamor_fast, m) {
   // pooled (B, Dc) and attn (B, H, W) in the inputs' dtype; lse (B) the log-sum-exp of the
-  // scores, float64 for float64 inputs and float32 otherwise (saved for the backward).
+  // scores, float64 for float64 inputs and float32 otherwise (saved for the backward); hidden
+  // z = V W1c^T (B, N, Hd) in lse's dtype when save_hidden (and the kernel supports it: CPU),
+  // else an empty (0,) tensor.
   m.def(
       "gla_forward(Tensor face, Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
-      "Tensor? hidden_scale, Tensor? hidden_shift) -> (Tensor pooled, Tensor attn, Tensor lse)");
+      "Tensor? hidden_scale, Tensor? hidden_shift, bool save_hidden=False) -> "
+      "(Tensor pooled, Tensor attn, Tensor lse, Tensor hidden)");
   // Gradients of the 8 inputs given those of (pooled, attn, lse). needs_grad[i] false skips the
-  // work of input i and returns an empty (0,) tensor in its place.
+  // work of input i and returns an empty (0,) tensor in its place. hidden: the forward's, or
+  // None / (0,): recomputed.
   m.def(
       "gla_backward(Tensor grad_pooled, Tensor grad_attn, Tensor grad_lse, Tensor face, "
       "Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? hidden_scale, "
-      "Tensor? hidden_shift, Tensor pooled, Tensor attn, Tensor lse, bool[8] needs_grad) -> "
+      "Tensor? hidden_shift, Tensor pooled, Tensor attn, Tensor lse, Tensor? hidden, "
+      "bool[8] needs_grad) -> "
       "(Tensor grad_face, Tensor grad_context, Tensor grad_w1, Tensor grad_b1, Tensor grad_w2, "
       "Tensor grad_b2, Tensor grad_hidden_scale, Tensor grad_hidden_shift)");
   // Fused BatchNorm2d (batch statistics) -> ReLU -> MaxPool2d(2) (csrc/cpu/bn_relu_pool.cpp).

@@ -26,7 +26,7 @@ def test_confusion_matrix_counts():
 def test_eval_writes_confusion_png_and_json(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path)
     out = tmp_path / "eval"
-    m = evaluate_checkpoint(ckpt, out_dir=str(out), progress=False, backend="reference")
+    m = evaluate_checkpoint(ckpt, out_dir=str(out), progress=False, backend="cpp")
     png = out / "confusion_matrix_test.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert m["n"] == TINY_TEST and sum(map(sum, m["confusion"])) == TINY_TEST

@@ -18,7 +18,7 @@ def checkpoints(tmp_path_factory):
 
 def test_visualize_writes_both_figures(checkpoints, tmp_path):
     written = visualize([checkpoints["caernet-s"], checkpoints["glamor-net"], checkpoints["face"]],
-                        tmp_path / "figs", num=3, backend="reference")
+                        tmp_path / "figs", num=3, backend="cpp")
     assert set(written) == {"attention_maps", "predictions"}
     for path in written.values():
         assert path.is_file() and path.read_bytes()[:8] == PNG

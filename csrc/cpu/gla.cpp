@@ -278,6 +278,7 @@ struct Params {
   T b2;
   const T* scale;  // (Hd) or nullptr
   const T* shift;  // (Hd) or nullptr
+  bool finite;     // w2, scale, shift all finite (the backward's fast masks are then exact)
 };
 
 // W1c packed by MKL for the tile GEMMs (float with MKL only; otherwise empty and unused).
@@ -429,10 +430,18 @@ GLAMOR_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64
   }
 }
 
-// z (T_, Hd) -> dz in place, given ds (T_); tile sums (over the tile's cells) of dw2, dgamma,
-// dbeta and du into sums (4, Hd), which the caller adds into double accumulators.
-template <typename T>
-GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, T* z, int64_t T_, int64_t Hd, T* sums) {
+// ReLU'(x) g. Clean (every ds and parameter finite): a 0/1 product, which vectorises. Otherwise a
+// select, so a masked-off unit passes exactly 0 even when g is NaN / inf, as PyTorch's ReLU
+// backward (a where) does; GCC does not vectorise that select, hence the two paths.
+#define GLAMOR_RELU_GRAD(x, g) \
+  (Clean ? ((x) > T(0) ? T(1) : T(0)) * (g) : ((x) > T(0) ? (g) : T(0)))
+
+// z (T_, Hd) -> dz (T_, Hd) (dz may be z: in place), given ds (T_); tile sums (over the tile's
+// cells) of dw2, dgamma, dbeta and du into sums (4, Hd), which the caller adds into double
+// accumulators.
+template <bool Clean, typename T>
+GLAMOR_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
+                           int64_t Hd, T* sums) {
   T* dw2 = sums;
   T* dg = sums + Hd;
   T* db = sums + 2 * Hd;
@@ -440,22 +449,23 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, T* z, in
   std::fill(sums, sums + 4 * Hd, T(0));
   const T* w2 = P.w2;
   for (int64_t j = 0; j < T_; ++j) {
-    T* zj = z + j * Hd;
+    const T* zj = z + j * Hd;
+    T* dzj = dzo + j * Hd;
     const T dsj = ds[j];
     if (P.scale != nullptr) {
       const T* g = P.scale;
       const T* be = P.shift;
 #pragma omp simd
-      for (int64_t k = 0; k < Hd; ++k) {  // branch-free (0/1 masks) so that it vectorises
+      for (int64_t k = 0; k < Hd; ++k) {
         const T zz = zj[k] + u[k], gk = g[k];
         const T h1 = std::max(zz, T(0));
         const T y = gk * h1 + be[k];
         dw2[k] += dsj * std::max(y, T(0));
-        const T dy = (y > T(0) ? T(1) : T(0)) * (dsj * w2[k]);
+        const T dy = GLAMOR_RELU_GRAD(y, dsj * w2[k]);
         dg[k] += dy * h1;
         db[k] += dy;
-        const T dz = (zz > T(0) ? T(1) : T(0)) * (dy * gk);
-        zj[k] = dz;
+        const T dz = GLAMOR_RELU_GRAD(zz, dy * gk);
+        dzj[k] = dz;
         du[k] += dz;
       }
     } else {
@@ -463,12 +473,21 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, T* z, in
       for (int64_t k = 0; k < Hd; ++k) {
         const T zz = zj[k] + u[k];
         dw2[k] += dsj * std::max(zz, T(0));
-        const T dz = (zz > T(0) ? T(1) : T(0)) * (dsj * w2[k]);
-        zj[k] = dz;
+        const T dz = GLAMOR_RELU_GRAD(zz, dsj * w2[k]);
+        dzj[k] = dz;
         du[k] += dz;
       }
     }
   }
+}
+
+template <typename T>
+GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
+                           int64_t Hd, T* sums) {
+  bool clean = P.finite;
+  for (int64_t j = 0; j < T_ && clean; ++j) clean = std::isfinite(ds[j]);
+  if (clean) dz_loop<true>(P, u, ds, z, dzo, T_, Hd, sums);
+  else dz_loop<false>(P, u, ds, z, dzo, T_, Hd, sums);
 }
 
 // out += gp a^T for a dV tile: cells_major out[j * ld + c], else out[c * ld + j].
@@ -504,9 +523,9 @@ GLAMOR_INLINE void outer_impl(T* out, int64_t ld, bool cells_major, const T* gp,
                                   T* gv) {                                                         \
     gv_impl<T>(tv, gp, T_, Dc, gv);                                                                \
   }                                                                                                \
-  GLAMOR_SIMD_CLONES void tile_dz(const Params<T>& P, const T* u, const T* ds, T* z, int64_t T_,   \
-                                  int64_t Hd, T* sums) {                                           \
-    dz_impl<T>(P, u, ds, z, T_, Hd, sums);                                                         \
+  GLAMOR_SIMD_CLONES void tile_dz(const Params<T>& P, const T* u, const T* ds, const T* z, T* dz, \
+                                  int64_t T_, int64_t Hd, T* sums) {                               \
+    dz_impl<T>(P, u, ds, z, dz, T_, Hd, sums);                                                     \
   }                                                                                                \
   GLAMOR_SIMD_CLONES void tile_outer(T* out, int64_t ld, bool cells_major, const T* gp, const T* a, \
                                      int64_t T_, int64_t Dc) {                                     \
@@ -521,7 +540,8 @@ GLAMOR_TILE_LOOPS(double)
 // scores into attn (B x N); a merge pass per b then writes pooled, lse and attn.
 template <typename T>
 void forward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t Hd, const Split& S,
-                    T* pooled /* (B, Dc) */, T* attn /* (B, N) */, T* lse /* (B) */) {
+                    T* pooled /* (B, Dc) */, T* attn /* (B, N) */, T* lse /* (B) */,
+                    T* hidden /* (B, N, Hd): z = V W1c^T saved for the backward, or nullptr */) {
   const int64_t N = V.N, Dc = V.Dc;
   std::vector<T> state(S.items * (Dc + 2));
   const W1cPacks pk = make_packs(P, S, N, Dc, Hd, false, false);
@@ -555,12 +575,13 @@ void forward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t Hd
         const int64_t nb = std::min(S.batch, last - it);
         if (nb > 1) {  // items are whole batch elements (chunks == 1), each a single tile
           const auto tvb = batch_view(V, it, nb, vb.data(), pack.data());
-          hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
+          T* zt = hidden != nullptr ? hidden + it * N * Hd : zb.data();
+          hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zt);
           for (int64_t i = 0; i < nb; ++i) {
             T* acc = state.data() + (it + i) * (Dc + 2);
             std::fill(acc, acc + Dc, T(0));
             T m = -std::numeric_limits<T>::infinity(), l = 0;
-            step(sub_view(tvb, i * N), zb.data() + i * N * Hd, N, it + i, 0, acc, m, l);
+            step(sub_view(tvb, i * N), zt + i * N * Hd, N, it + i, 0, acc, m, l);
             acc[Dc] = m;
             acc[Dc + 1] = l;
           }
@@ -575,8 +596,9 @@ void forward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t Hd
         for (int64_t n0 = n_begin; n0 < n_end; n0 += S.tile) {
           const int64_t T_ = std::min(S.tile, n_end - n0);
           const auto tv = tile_view(V, b, n0, T_, pack.data());
-          hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
-          step(tv, z.data(), T_, b, n0, acc, m, l);
+          T* zt = hidden != nullptr ? hidden + (b * N + n0) * Hd : z.data();
+          hidden_tile(P, pk, tv, T_, Dc, Hd, zt);
+          step(tv, zt, T_, b, n0, acc, m, l);
         }
         acc[Dc] = m;
         acc[Dc + 1] = l;
@@ -625,36 +647,93 @@ struct GradContext {
   int64_t N;
 };
 
+// The softmax's incoming gradient per cell, t_i = gp . v_i + ga_i, and from the same values
+// delta = sum_i a_i t_i - g_lse; then ds_i = a_i (t_i - delta). Forming delta from the very
+// terms ds uses (as PyTorch's softmax backward does, rather than from gp . pooled) makes ds
+// exactly 0 where it truly is: one cell (a = 1), or a one-hot softmax.
+struct SoftmaxGrad {
+  const void* attn;  // (B, N) the forward's attn in the compute type, or nullptr: recompute a
+                     // from the scores and lse, and take delta as given (16-bit inputs)
+  void* t;           // (B, N) t_i precomputed, when a batch element spans several tiles; or nullptr
+  void* delta;       // (B): given (attn == nullptr) or written here
+};
+
+// t and delta of batch elements whose cells span several tiles (one pass over their cells).
+template <typename T>
+void softmax_grad_prepass(const Cells<T>& V, const Split& S, int64_t B, const T* gp, const T* ga,
+                          const T* a, const T* glse, T* t, T* delta) {
+  const int64_t N = V.N, Dc = V.Dc;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0);
+    for (int64_t b = b0; b < b1; ++b) {
+      T* tb = t + b * N;
+      double acc = 0;
+      for (int64_t n0 = 0; n0 < N; n0 += S.tile) {
+        const int64_t T_ = std::min(S.tile, N - n0);
+        tile_gv(tile_view(V, b, n0, T_, pack.data()), gp + b * Dc, T_, Dc, tb + n0);
+        for (int64_t j = n0; j < n0 + T_; ++j) {
+          tb[j] += ga[b * N + j];
+          acc += double(a[b * N + j]) * double(tb[j]);
+        }
+      }
+      delta[b] = T(acc) - glse[b];
+    }
+  });
+}
+
 template <typename T>
 void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t Hd, const Split& S,
-                     const T* gp /* (B, Dc) */, const T* ga /* (B, N) */,
-                     const T* delta /* (B) */, const T* lse /* (B) */, BackwardNeeds need,
-                     GradContext<T> dctx, double* du /* (items, Hd) */,
+                     const T* gp /* (B, Dc) */, const T* ga /* (B, N) */, const T* glse /* (B) */,
+                     const T* lse /* (B) */, SoftmaxGrad sg,
+                     const T* hidden /* (B, N, Hd): z saved by the forward, or nullptr: recompute */,
+                     BackwardNeeds need, GradContext<T> dctx, double* du /* (items, Hd) */,
                      T* partials /* (groups, Hd * Dc) */, double* vec_partials /* (groups, 3 * Hd) */) {
   using R = double;
   const int64_t N = V.N, Dc = V.Dc;
   const bool bn = P.scale != nullptr;
+  const T* a_saved = static_cast<const T*>(sg.attn);
+  T* delta = static_cast<T*>(sg.delta);
+  const T* t_pre = static_cast<const T*>(sg.t);
+  // With saved attn, a batch element in one tile forms delta inside its step; else a pre-pass.
+  if (a_saved != nullptr && t_pre != nullptr)
+    softmax_grad_prepass(V, S, B, gp, ga, a_saved, glse, static_cast<T*>(sg.t), delta);
   const W1cPacks pk = make_packs(P, S, N, Dc, Hd, need.context, dctx.cells_major);
   at::parallel_for(0, S.groups, 1, [&](int64_t g0, int64_t g1) {
     std::vector<T> z(Hd * S.tile), s(S.tile), ds(S.tile), a(S.tile);
-    std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0), gv(S.tile), sums(4 * Hd);
+    std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0), tt(S.tile), sums(4 * Hd);
     const bool batched = S.batch > 1;
     std::vector<T> zb(batched ? Hd * S.batch * N : 0);
     std::vector<T> vb(batched && !batch_in_place(V) ? Dc * S.batch * N : 0);
     T* dW1c = nullptr;
     R *dw2 = nullptr, *dgamma = nullptr, *dbeta = nullptr;
-    // One tile of batch element b (item it): z (T_, Hd) -> dz in place; vector sums; dV.
-    auto step = [&](const TileView<T>& tv, T* zt, int64_t T_, int64_t b, int64_t n0, R* du_it) {
+    // One tile of batch element b (item it): z (T_, Hd) -> dz (T_, Hd) (may be z); vector sums; dV.
+    auto step = [&](const TileView<T>& tv, const T* zt, T* dzt, int64_t T_, int64_t b, int64_t n0, R* du_it) {
       const T* u = P.u + b * Hd;
       const T* gpb = gp + b * Dc;
-      tile_scores(P, u, zt, T_, Hd, s.data());
-      tile_gv(tv, gpb, T_, Dc, gv.data());
-      for (int64_t j = 0; j < T_; ++j) {
-        a[j] = std::exp(s[j] - lse[b]);
-        ds[j] = a[j] * (gv[j] + ga[b * N + n0 + j] - delta[b]);
+      if (a_saved != nullptr) {
+        std::copy(a_saved + b * N + n0, a_saved + b * N + n0 + T_, a.data());
+      } else {
+        tile_scores(P, u, zt, T_, Hd, s.data());
+        for (int64_t j = 0; j < T_; ++j) a[j] = std::exp(s[j] - lse[b]);
       }
-      // dz overwrites z in place; tile sums in T, then into the double accumulators.
-      tile_dz(P, u, ds.data(), zt, T_, Hd, sums.data());
+      T d;
+      if (t_pre != nullptr) {
+        std::copy(t_pre + b * N + n0, t_pre + b * N + n0 + T_, tt.data());
+        d = delta[b];
+      } else {
+        tile_gv(tv, gpb, T_, Dc, tt.data());
+        for (int64_t j = 0; j < T_; ++j) tt[j] += ga[b * N + n0 + j];
+        if (a_saved != nullptr) {  // the whole of b is this tile (T_ == N)
+          double acc = 0;
+          for (int64_t j = 0; j < T_; ++j) acc += double(a[j]) * double(tt[j]);
+          d = T(acc) - glse[b];
+        } else {
+          d = delta[b];
+        }
+      }
+      for (int64_t j = 0; j < T_; ++j) ds[j] = a[j] * (tt[j] - d);
+      // tile sums in T, then into the double accumulators.
+      tile_dz(P, u, ds.data(), zt, dzt, T_, Hd, sums.data());
       for (int64_t k = 0; k < Hd; ++k) {
         dw2[k] += R(sums[k]);
         du_it[k] += R(sums[3 * Hd + k]);
@@ -671,16 +750,16 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         if (dctx.cells_major) {  // column-major (Dc x T_), ld Dc
           T* out = dctx.data + b * dctx.sb + n0 * Dc;
           if constexpr (std::is_same_v<T, float>) {
-            if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, zt, Hd, 0.f, out, Dc);
+            if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, dzt, Hd, 0.f, out, Dc);
           }
-          if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, zt, Hd, T(0), out, Dc);
+          if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, dzt, Hd, T(0), out, Dc);
           tile_outer(out, Dc, true, gpb, a.data(), T_, Dc);
         } else {  // NCHW: column-major (T_ x Dc), ld N
           T* out = dctx.data + b * dctx.sb + n0;
           if constexpr (std::is_same_v<T, float>) {
-            if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, zt, Hd, pw, Hd, 0.f, out, dctx.N);
+            if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, dzt, Hd, pw, Hd, 0.f, out, dctx.N);
           }
-          if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), zt, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
+          if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), dzt, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
           tile_outer(out, dctx.N, false, gpb, a.data(), T_, Dc);
         }
       }
@@ -701,11 +780,12 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         const int64_t nb = std::min(S.batch, last - it);
         if (nb > 1) {  // items are whole batch elements (chunks == 1), each a single tile
           const auto tvb = batch_view(V, it, nb, vb.data(), pack.data());
-          hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
+          const T* zt = hidden != nullptr ? hidden + it * N * Hd : zb.data();
+          if (hidden == nullptr) hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
           for (int64_t i = 0; i < nb; ++i) {
             R* du_it = du + (it + i) * Hd;
             std::fill(du_it, du_it + Hd, R(0));
-            step(sub_view(tvb, i * N), zb.data() + i * N * Hd, N, it + i, 0, du_it);
+            step(sub_view(tvb, i * N), zt + i * N * Hd, zb.data() + i * N * Hd, N, it + i, 0, du_it);
           }
           add_dw1c(tvb, zb.data(), nb * N);
           it += nb;
@@ -718,8 +798,9 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         for (int64_t n0 = n_begin; n0 < n_end; n0 += S.tile) {
           const int64_t T_ = std::min(S.tile, n_end - n0);
           const auto tv = tile_view(V, b, n0, T_, pack.data());
-          hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
-          step(tv, z.data(), T_, b, n0, du_it);
+          const T* zt = hidden != nullptr ? hidden + (b * N + n0) * Hd : z.data();
+          if (hidden == nullptr) hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
+          step(tv, zt, z.data(), T_, b, n0, du_it);
           add_dw1c(tv, z.data(), T_);
         }
         ++it;
@@ -735,6 +816,7 @@ at::ScalarType compute_type(at::ScalarType st) {
 struct Prepared {
   at::Tensor context, w1, w1c_t, w2, scale, shift, u;
   double b2;
+  bool finite;  // w2, scale and shift all finite
 };
 
 // Parameters in the compute dtype, contiguous (all small); context converted only when its
@@ -754,6 +836,9 @@ Prepared prepare(const at::Tensor& face, const at::Tensor& context, const at::Te
     p.shift = shift->to(ct).contiguous();
   }
   p.b2 = b2.to(at::kDouble).item<double>();
+  p.finite = p.w2.isfinite().all().item<bool>() &&
+             (!p.scale.defined() || (p.scale.isfinite().all().item<bool>() &&
+                                     p.shift.isfinite().all().item<bool>()));
   p.u = at::addmm(b1.to(ct), face.to(ct), p.w1.narrow(1, 0, Df).t()).contiguous();
   return p;
 }
@@ -769,15 +854,16 @@ Params<T> make_params(const Prepared& p, int64_t Df) {
   P.b2 = static_cast<T>(p.b2);
   P.scale = p.scale.defined() ? p.scale.data_ptr<T>() : nullptr;
   P.shift = p.shift.defined() ? p.shift.data_ptr<T>() : nullptr;
+  P.finite = p.finite;
   return P;
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
     const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1, const at::Tensor& b1,
     const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
-    const c10::optional<at::Tensor>& hidden_shift) {
+    const c10::optional<at::Tensor>& hidden_shift, bool save_hidden) {
   const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
                                 c10::DeviceType::CPU);
   const auto ct = compute_type(context.scalar_type());
@@ -785,6 +871,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
   auto pooled = at::empty({d.B, d.Dc}, opts);
   auto attn = at::empty({d.B, d.H, d.W}, opts);
   auto lse = at::empty({d.B}, opts);
+  auto hidden = save_hidden ? at::empty({d.B, d.N, d.Hd}, opts) : at::empty({0}, opts);
   if (d.B > 0) {
     auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d.Df);
     AT_DISPATCH_FLOATING_TYPES(ct, "gla_forward_cpu", [&] {
@@ -792,11 +879,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
       auto P = make_params<scalar_t>(p, d.Df);
       auto S = make_split(d.B, d.N, d.Dc, d.Hd, sizeof(scalar_t));
       forward_kernel<scalar_t>(V, P, d.B, d.Hd, S, pooled.data_ptr<scalar_t>(),
-                               attn.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+                               attn.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
+                               save_hidden ? hidden.data_ptr<scalar_t>() : nullptr);
     });
   }
   const auto st = context.scalar_type();
-  return {pooled.to(st), attn.to(st), lse};
+  return {pooled.to(st), attn.to(st), lse, hidden};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -806,10 +894,19 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                  const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                  const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
                  const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
-                 const at::Tensor& attn, const at::Tensor& lse, std::array<bool, 8> needs_grad) {
+                 const at::Tensor& attn, const at::Tensor& lse,
+                 const c10::optional<at::Tensor>& hidden, std::array<bool, 8> needs_grad) {
   const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
                                 c10::DeviceType::CPU);
   check_gla_backward_args(d, grad_pooled, grad_attn, grad_lse, attn, lse);
+  const bool saved_z = hidden.has_value() && hidden->numel() > 0;
+  if (saved_z) {
+    TORCH_CHECK(hidden->sizes() == at::IntArrayRef({d.B, d.N, d.Hd}) && hidden->is_contiguous() &&
+                    hidden->scalar_type() == compute_type(context.scalar_type()),
+                "glamor_fast: `hidden` must be the forward's contiguous (B, N, Hd) = (", d.B, ", ",
+                d.N, ", ", d.Hd, ") tensor of dtype ", compute_type(context.scalar_type()), ", got ",
+                hidden->sizes(), " ", hidden->scalar_type());
+  }
   const bool bn = hidden_scale.has_value();
   const auto st = context.scalar_type();
   const auto ct = compute_type(st);
@@ -828,10 +925,20 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d.Df);
   auto gp = grad_pooled.to(ct).contiguous();
   auto ga = grad_attn.reshape({d.B, d.N}).to(ct).contiguous();
-  auto a = attn.reshape({d.B, d.N}).to(ct);
-  // delta_b = gp . p + sum_i a_i ga_i - g_lse  (the last term: d lse / d s_i = a_i)
-  auto delta = ((gp * pooled.to(ct)).sum(1) + (a * ga).sum(1) - grad_lse.to(ct)).contiguous();
+  auto glse = grad_lse.to(ct).contiguous();
   auto lse_c = lse.to(ct).contiguous();
+  // float32 / float64: the kernel forms delta from the saved attn and its per-cell terms (exact
+  // zeros). 16-bit: attn was rounded to 16 bits, so a is recomputed in float32 from the scores
+  // and lse, with delta_b = gp . p + sum_i a_i ga_i - g_lse (d lse / d s_i = a_i) given here.
+  const bool a_saved = st == ct;
+  at::Tensor a_c, delta;
+  if (a_saved) {
+    a_c = attn.reshape({d.B, d.N}).contiguous();
+    delta = at::empty({d.B}, opts);
+  } else {
+    auto a = attn.reshape({d.B, d.N}).to(ct);
+    delta = ((gp * pooled.to(ct)).sum(1) + (a * ga).sum(1) - glse).contiguous();
+  }
 
   // dcontext in the layout the kernel writes directly: channels_last stays channels_last.
   at::Tensor dctx;
@@ -853,9 +960,14 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
     auto vec_partials = at::empty({S.groups, 3 * d.Hd}, dopts);
     BackwardNeeds need{need_ctx, need_w1};
     const bool dv_ct = !need_ctx || dctx.is_contiguous();
+    const bool whole_b = S.chunks == 1 && S.tile >= d.N;  // every b in one tile
+    at::Tensor t_pre = a_saved && !whole_b ? at::empty({d.B, d.N}, opts) : at::Tensor();
+    SoftmaxGrad sg{a_saved ? a_c.data_ptr() : nullptr, t_pre.defined() ? t_pre.data_ptr() : nullptr,
+                   delta.data_ptr()};
     backward_kernel<scalar_t>(V, P, d.B, d.Hd, S, gp.data_ptr<scalar_t>(),
-                              ga.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(),
-                              lse_c.data_ptr<scalar_t>(), need,
+                              ga.data_ptr<scalar_t>(), glse.data_ptr<scalar_t>(),
+                              lse_c.data_ptr<scalar_t>(), sg,
+                              saved_z ? hidden->data_ptr<scalar_t>() : nullptr, need,
                               GradContext<scalar_t>{need_ctx ? dctx.data_ptr<scalar_t>() : nullptr,
                                                     need_ctx ? dctx.stride(0) : 0, !dv_ct, d.N},
                               du.data_ptr<double>(),
@@ -880,8 +992,9 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
           gw1,
           need_b1 ? dU.sum(0).to(st) : none(),
           out(dw2, needs_grad[4]),
-          // sum_i ds_i: 0 from pooled/attn (softmax is shift invariant), sum_b g_lse from lse.
-          needs_grad[5] ? grad_lse.sum().reshape(b2.sizes()).to(st) : none(),
+          // sum_i ds_i: 0 from pooled/attn (softmax is shift invariant), sum_b g_lse from lse;
+          // 0 * sum(du) keeps it non-finite where ds is (NaN / inf inputs), as PyTorch's sum is.
+          needs_grad[5] ? (grad_lse.to(ct).sum() + dU.sum() * 0).reshape(b2.sizes()).to(st) : none(),
           bn ? out(dgamma, needs_grad[6]) : none(),
           bn ? out(dbeta, needs_grad[7]) : none()};
 }

@@ -10,15 +10,17 @@ namespace cpu {
 
 // face (B, Df), context (B, Dc, H, W) any strides, w1 (Hd, Df + Dc), b1 (Hd), w2 (Hd), b2 scalar,
 // hidden_scale / hidden_shift optional (Hd). Returns pooled (B, Dc), attn (B, H, W) in the
-// inputs' dtype and lse (B) in float64 for float64 inputs, float32 otherwise.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
+// inputs' dtype; lse (B) and hidden in float64 for float64 inputs, float32 otherwise: hidden is
+// z = V W1c^T (B, N, Hd) when save_hidden (the backward then skips recomputing it), else (0,).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
     const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1, const at::Tensor& b1,
     const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
-    const c10::optional<at::Tensor>& hidden_shift);
+    const c10::optional<at::Tensor>& hidden_shift, bool save_hidden);
 
 // Gradients of (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift) from those of
 // pooled (B, Dc), attn (B, H, W) and lse (B); an entry whose needs_grad is false is an empty (0,)
-// tensor. Deterministic for a fixed at::get_num_threads().
+// tensor. hidden: the forward's saved z, or None / (0,) to recompute it. Deterministic for a
+// fixed at::get_num_threads().
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
 gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
@@ -26,7 +28,8 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                  const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                  const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
                  const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
-                 const at::Tensor& attn, const at::Tensor& lse, std::array<bool, 8> needs_grad);
+                 const at::Tensor& attn, const at::Tensor& lse,
+                 const c10::optional<at::Tensor>& hidden, std::array<bool, 8> needs_grad);
 
 }  // namespace cpu
 }  // namespace glamor_fast

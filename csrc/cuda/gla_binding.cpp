@@ -74,19 +74,22 @@ Weights make_weights(const Prepared& p, const GlaDims& d) {
                  d.Hd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cuda(
     const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1, const at::Tensor& b1,
     const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
-    const c10::optional<at::Tensor>& hidden_shift) {
+    const c10::optional<at::Tensor>& hidden_shift, bool save_hidden) {
   const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
                                 c10::DeviceType::CUDA);
+  TORCH_CHECK(!save_hidden, "glamor_fast: the CUDA kernels always recompute the hidden layer "
+              "(save_hidden / recompute=False is CPU-only for now)");
   c10::cuda::CUDAGuard guard(context.device());
   const auto at_ = acc_type(context.scalar_type());
   auto aopts = context.options().dtype(at_);
   auto pooled = at::empty({d.B, d.Dc}, context.options());
   auto attn = at::empty({d.B, d.H, d.W}, context.options());
   auto lse = at::empty({d.B}, aopts);
-  if (d.B == 0) return {pooled, attn, lse};
+  auto hidden = at::empty({0}, aopts);
+  if (d.B == 0) return {pooled, attn, lse, hidden};
   auto p = prepare(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
   auto state = at::empty({d.B, num_chunks(d.N), d.Dc + 2}, aopts);
   auto scores = at::empty({d.B, d.N}, aopts);
@@ -96,7 +99,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_forward_cuda(
                                   make_weights(p, d), out, c10::cuda::getCurrentCUDAStream().stream()),
                "gla_forward kernel");
   lse.add_(p.b2);
-  return {pooled, attn, lse};
+  return {pooled, attn, lse, hidden};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -106,9 +109,12 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                   const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
                   const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
-                  const at::Tensor& attn, const at::Tensor& lse, std::array<bool, 8> needs_grad) {
+                  const at::Tensor& attn, const at::Tensor& lse,
+                  const c10::optional<at::Tensor>& hidden, std::array<bool, 8> needs_grad) {
   const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
                                 c10::DeviceType::CUDA);
+  TORCH_CHECK(!hidden.has_value() || hidden->numel() == 0,
+              "glamor_fast: the CUDA backward recomputes the hidden layer; pass hidden=None");
   check_gla_backward_args(d, grad_pooled, grad_attn, grad_lse, attn, lse);
   c10::cuda::CUDAGuard guard(context.device());
   const bool bn = hidden_scale.has_value();

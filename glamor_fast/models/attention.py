@@ -24,13 +24,16 @@ class GlobalLocalAttention(nn.Module):
     ``hidden_scale``/``hidden_shift``, so every backend computes the same function.
     ``bn_eps``/``bn_momentum`` are the BatchNorm1d's (torch's defaults; Keras's are 1e-3, 0.01).
 
+    ``recompute`` is the hidden-layer policy of :func:`glamor_fast.ops.gla` (None: by size and
+    device; True: never store the (B, H*W, Hd) hidden layer; False: store it, cpp only).
+
     forward(face (B, Df, h, w) map, global-average pooled here, or (B, Df) vector;
             context (B, Dc, H, W)) -> pooled (B, Dc), attn (B, H, W), in the context's dtype.
     """
 
     def __init__(self, face_dim: int = 256, context_dim: int = 256, hidden_dim: int = 128,
                  norm: Optional[str] = None, backend: str = "auto", bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1):
+                 bn_momentum: float = 0.1, recompute: Optional[bool] = None):
         super().__init__()
         if norm not in (None, "batchnorm"):
             raise ValueError(f"GlobalLocalAttention: norm must be None or 'batchnorm', got {norm!r}")
@@ -39,6 +42,7 @@ class GlobalLocalAttention(nn.Module):
                 raise ValueError(f"GlobalLocalAttention: {name} must be a positive int, got {value!r}")
         self.face_dim, self.context_dim = face_dim, context_dim
         self.backend = backend
+        self.recompute = recompute  # the hidden-layer policy of gla(): None, True or False
         self.hidden = nn.Linear(face_dim + context_dim, hidden_dim)
         self.score = nn.Linear(hidden_dim, 1)
         self.norm = nn.BatchNorm1d(hidden_dim, bn_eps, bn_momentum) if norm == "batchnorm" else None
@@ -65,7 +69,8 @@ class GlobalLocalAttention(nn.Module):
         if self.norm is not None:
             scale, shift = self._folded_norm(face, context)
             scale, shift = scale.to(dtype), shift.to(dtype)
-        return gla(face, context, w1, b1, w2, b2, scale, shift, backend=self.backend)
+        return gla(face, context, w1, b1, w2, b2, scale, shift, backend=self.backend,
+                   recompute=self.recompute)
 
     def _folded_norm(self, face: torch.Tensor, context: torch.Tensor):
         """BatchNorm1d on the hidden layer as (scale, shift), with batch statistics in training.

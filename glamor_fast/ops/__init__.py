@@ -22,6 +22,7 @@ def gla(
     hidden_shift: Optional[torch.Tensor] = None,
     backend: str = "auto",
     deterministic: bool = True,
+    recompute: Optional[bool] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Global-Local Attention on the chosen backend; same maths and outputs as ``gla_reference``.
 
@@ -33,6 +34,14 @@ def gla(
             available ones; there is no silent fallback.
         deterministic: reduce weight gradients in a fixed order (default). False lets a
             backend use atomics where it has them.
+        recompute: the hidden layer z = W1c v_ij (B, N, Hd) for the backward.
+            True: never stored (the memory-lean mode): the backward recomputes it, one GEMM more.
+            False: the forward saves it and the backward reads it (cpp backend only; the
+            GPU kernels always recompute, and refuse False).
+            None (default): cpp saves it when a backward will follow (grad mode on and an input
+            requires grad) and it takes at most ``_ext.SAVE_HIDDEN_MAX_BYTES`` (64 MiB: paper
+            shape B=256, 7x7, Hd=128 is 6.4 MB); else, and on every other backend, recompute.
+            The reference materialises everything whatever this says.
     Returns:
         pooled (B, Dc) and attn (B, H, W), both differentiable.
 
@@ -44,7 +53,8 @@ def gla(
     with torch.autocast(context.device.type, enabled=False):
         if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
             return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
-        return module.gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic)
+        return module.gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic,
+                          recompute)
 
 
 __all__ = ["gla", "gla_reference", "available_backends", "check_gla_inputs"]

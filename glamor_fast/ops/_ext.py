@@ -5,16 +5,24 @@ CPU / CUDA kernels in csrc/cpu and csrc/cuda; here we add what torch needs from 
 fake (meta) kernels for torch.compile and autograd formulas (``torch.library``).
 
 Ops (see csrc/glamor_fast.cpp):
-    glamor_fast::gla_forward(face, context, w1, b1, w2, b2, hidden_scale?, hidden_shift?)
-        -> pooled (B, Dc), attn (B, H, W) [inputs' dtype], lse (B) [float64 or float32]
+    glamor_fast::gla_forward(face, context, w1, b1, w2, b2, hidden_scale?, hidden_shift?,
+        save_hidden=False) -> pooled (B, Dc), attn (B, H, W) [inputs' dtype], lse (B) and
+        hidden (B, N, Hd) or (0,) [float64 or float32]
     glamor_fast::gla_backward(grad_pooled, grad_attn, grad_lse, <the 8 inputs>, pooled, attn,
-        lse, needs_grad: 8 bools) -> the 8 input gradients, an empty (0,) tensor where not needed
+        lse, hidden?, needs_grad: 8 bools) -> the 8 input gradients, an empty (0,) tensor where
+        not needed
+
+Double backward: gla_backward has no derivative. A backward run with create_graph=True (grad
+mode on inside it) takes its gradients from ``gla_reference_vjp`` instead, so higher-order
+gradients are those of the reference formulas (exact, at the reference's speed and memory).
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+
+from .reference import gla_reference_vjp
 
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` from the repository root "
@@ -54,17 +62,19 @@ def _grad_context_like(context: torch.Tensor) -> torch.Tensor:
 
 def _register() -> None:
     @torch.library.register_fake("glamor_fast::gla_forward")
-    def _gla_forward_fake(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift):
+    def _gla_forward_fake(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, save_hidden=False):
         B, Dc, H, W = context.shape
+        acc = _lse_dtype(context.dtype)
         return (
             context.new_empty((B, Dc)),
             context.new_empty((B, H, W)),
-            context.new_empty((B,), dtype=_lse_dtype(context.dtype)),
+            context.new_empty((B,), dtype=acc),
+            context.new_empty((B, H * W, w1.shape[0]) if save_hidden else (0,), dtype=acc),
         )
 
     @torch.library.register_fake("glamor_fast::gla_backward")
     def _gla_backward_fake(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b2,
-                           hidden_scale, hidden_shift, pooled, attn, lse, needs_grad):
+                           hidden_scale, hidden_shift, pooled, attn, lse, hidden, needs_grad):
         def like(t, needed):
             if needed and t is not None:
                 return t.new_empty(t.shape)
@@ -82,14 +92,17 @@ def _register() -> None:
         )
 
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs, *output)
+        ctx.mark_non_differentiable(output[3])  # hidden: saved activations, not a result
+        ctx.save_for_backward(*inputs[:8], *output)
 
-    def backward(ctx, grad_pooled, grad_attn, grad_lse):
+    def backward(ctx, grad_pooled, grad_attn, grad_lse, _grad_hidden=None):
         saved = ctx.saved_tensors
-        inputs, (pooled, attn, lse) = saved[:8], saved[8:]
+        inputs, (pooled, attn, lse, hidden) = saved[:8], saved[8:]
         needs = [bool(n) for n in ctx.needs_input_grad[:8]]
         if inputs[6] is None:
             needs[6] = needs[7] = False
+        if torch.is_grad_enabled():  # create_graph=True: gla_backward has no derivative
+            return (*gla_reference_vjp(inputs, needs, grad_pooled, grad_attn, grad_lse), None)
         # Autograd materialises missing output grads as zeros; guard for callers that do not.
         grad_pooled = torch.zeros_like(pooled) if grad_pooled is None else grad_pooled
         grad_attn = torch.zeros_like(attn) if grad_attn is None else grad_attn
@@ -97,9 +110,10 @@ def _register() -> None:
         # The kernels call ATen matmuls: autocast (if backward runs inside it) must not recast them.
         with torch.autocast(pooled.device.type, enabled=False):
             grads = torch.ops.glamor_fast.gla_backward(
-                grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse, needs
+                grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse,
+                hidden if hidden.numel() > 0 else None, needs
             )
-        return tuple(g if n else None for g, n in zip(grads, needs))
+        return (*(g if n else None for g, n in zip(grads, needs)), None)
 
     torch.library.register_autograd("glamor_fast::gla_forward", backward, setup_context=setup_context)
 
@@ -108,13 +122,38 @@ if _C is not None:
     _register()
 
 
-def gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic=True):
+# recompute=None on the CPU saves the hidden layer z (B, N, Hd) when a backward will follow and z
+# takes at most this many bytes: the backward then skips one of its three GEMMs. Above it (large
+# maps), z is recomputed, so the op's memory stays O(B * N) whatever the map size.
+SAVE_HIDDEN_MAX_BYTES = 64 << 20
+
+
+def save_hidden(recompute, face, context, w1, *params) -> bool:
+    """Whether the forward saves z for the backward, under the ``recompute`` policy."""
+    if recompute is not None:
+        if not recompute and context.device.type != "cpu":
+            raise ValueError(
+                "gla: recompute=False (save the hidden layer for the backward) is implemented by the "
+                f"cpp backend only; the {context.device.type} kernels always recompute it (use "
+                "recompute=None or True)")
+        return not recompute
+    if context.device.type != "cpu" or not torch.is_grad_enabled():
+        return False
+    if not any(t is not None and t.requires_grad for t in (face, context, w1, *params)):
+        return False
+    B, _, H, W = context.shape
+    nbytes = B * H * W * w1.shape[0] * (8 if context.dtype == torch.float64 else 4)
+    return nbytes <= SAVE_HIDDEN_MAX_BYTES
+
+
+def gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic=True, recompute=None):
     """(pooled (B, Dc), attn (B, H, W)) through the compiled op; differentiable in every input.
 
     Both compiled kernels reduce weight gradients in a fixed order, so ``deterministic`` has
-    nothing to switch.
+    nothing to switch. ``recompute``: see :func:`save_hidden` and ``glamor_fast.ops.gla``.
     """
-    pooled, attn, _ = torch.ops.glamor_fast.gla_forward(
-        face, context, w1, b1, w2, b2, hidden_scale, hidden_shift
+    keep = save_hidden(recompute, face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
+    pooled, attn, _, _ = torch.ops.glamor_fast.gla_forward(
+        face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, keep
     )
     return pooled, attn

@@ -5,8 +5,9 @@ A backend is a module exposing two functions:
     unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None
         None when the backend can run on tensors of this device and dtype, else why not
         (and how to make it available).
-    gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic) -> (pooled, attn)
-        differentiable in every input, inputs already validated by ``check_gla_inputs``.
+    gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic, recompute)
+        -> (pooled, attn), differentiable in every input, inputs already validated by
+        ``check_gla_inputs``; ``recompute`` as documented on ``glamor_fast.ops.gla``.
 
 Modules are imported lazily, so ``import glamor_fast`` stays cheap and a backend whose
 dependencies are missing only fails when it is asked for.

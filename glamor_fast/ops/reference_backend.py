@@ -12,5 +12,6 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str
     return None
 
 
-def gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic=True):
+def gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic=True, recompute=None):
+    """The reference materialises the hidden layer whatever ``recompute`` says (it is the spec)."""
     return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)

@@ -11,7 +11,8 @@ that calls them without graph breaks, using the fake kernels below for shapes):
 
 The forward's autograd formula calls the backward op; gradients not asked for (per
 ``needs_input_grad``) are not computed and come back from the op as empty tensors. The
-backward op itself is not differentiable (no double backward).
+backward op itself is not differentiable: a backward with create_graph=True takes its
+gradients from ``gla_reference_vjp`` (the reference formulas), so double backward is right.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+
+from .reference import gla_reference_vjp
 
 try:
     import triton  # noqa: F401
@@ -139,14 +142,19 @@ def _setup_context(ctx, inputs, output):
     _, _, lse, scores, u, pooled32 = output
     ctx.mark_non_differentiable(lse, scores, u, pooled32)
     ctx.set_materialize_grads(False)  # an unused attn (or pooled) arrives as None: less work
-    ctx.save_for_backward(face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, pooled32)
+    ctx.save_for_backward(face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, pooled32,
+                          b1, b2)
     ctx.deterministic = deterministic
     ctx.b2_shape = b2.shape
 
 
 def _backward(ctx, grad_pooled, grad_attn, *unused):
-    face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, pooled32 = ctx.saved_tensors
+    face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, pooled32, b1, b2 = ctx.saved_tensors
     ng = ctx.needs_input_grad
+    if torch.is_grad_enabled():  # create_graph=True: gla_triton_bwd has no derivative
+        inputs = (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
+        needs8 = [bool(ng[i]) and inputs[i] is not None for i in range(8)]
+        return (*gla_reference_vjp(inputs, needs8, grad_pooled, grad_attn), None)
     needs = [ng[0], ng[1], ng[2], ng[3], ng[4], ng[5], ng[6] or ng[7]]
     if grad_pooled is None:
         grad_pooled = torch.zeros(pooled32.shape, dtype=context.dtype, device=context.device)
@@ -170,8 +178,15 @@ def _backward(ctx, grad_pooled, grad_attn, *unused):
 gla_triton_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def gla(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=None, deterministic=True):
-    """Backend entry point (inputs validated by ``glamor_fast.ops.gla``): (pooled, attn)."""
+def gla(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=None, deterministic=True,
+        recompute=None):
+    """Backend entry point (inputs validated by ``glamor_fast.ops.gla``): (pooled, attn).
+
+    The Triton kernels always recompute the hidden layer: ``recompute=False`` is refused."""
+    if recompute is not None and not recompute:
+        raise ValueError("gla: recompute=False (save the hidden layer for the backward) is implemented "
+                         "by the cpp backend only; the Triton kernels always recompute it "
+                         "(use recompute=None or True)")
     pooled, attn = torch.ops.glamor_fast.gla_triton_fwd(
         face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic)[:2]
     return pooled, attn

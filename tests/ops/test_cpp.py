@@ -48,6 +48,15 @@ def cpp(*x):
     return gla(*x, backend="cpp")
 
 
+def cpp_saved(*x):
+    """The cpp backend with the hidden layer saved by the forward (recompute=False)."""
+    return gla(*x, backend="cpp", recompute=False)
+
+
+def cpp_recomputed(*x):
+    return gla(*x, backend="cpp", recompute=True)
+
+
 def _sliced(x, kind):
     """Replace x's context by a non-contiguous view of the same shape (and fresh values)."""
     B, Dc, H, W = x[1].shape
@@ -79,8 +88,8 @@ GRID = {
 }
 
 
-def _assert_matches_reference_f64(x):
-    p, a, g, gp, ga = _run(cpp, x)
+def _assert_matches_reference_f64(x, fn=cpp):
+    p, a, g, gp, ga = _run(fn, x)
     rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)
     # float64 on both sides: the fused kernel differs from the literal one only in summation
     # order (~1e-16 relative). 1e-9 relative leaves room for scores ~1e3, where a score error
@@ -97,16 +106,18 @@ def _assert_matches_reference_f64(x):
         close(u, v, f"grad {name}")
 
 
+@pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
 @pytest.mark.parametrize("case", list(GRID))
-def test_forward_and_grads_match_reference_float64(case, two_threads):
-    _assert_matches_reference_f64(make_gla_inputs(dtype=torch.float64, **GRID[case]))
+def test_forward_and_grads_match_reference_float64(case, fn, two_threads):
+    _assert_matches_reference_f64(make_gla_inputs(dtype=torch.float64, **GRID[case]), fn)
 
 
 @pytest.mark.parametrize("kind", ["gaps", "cl_gaps", "strided"])
 @pytest.mark.parametrize("folded_bn", [False, True])
 def test_sliced_context_read_in_place(kind, folded_bn, two_threads):
     x = _sliced(make_gla_inputs(B=2, Df=5, Dc=7, H=3, W=5, Hd=4, folded_bn=folded_bn), kind)
-    _assert_matches_reference_f64(x)
+    _assert_matches_reference_f64(x, cpp_recomputed)
+    _assert_matches_reference_f64(x, cpp_saved)
 
 
 def test_grad_into_attn_only_and_pooled_only():
@@ -170,17 +181,20 @@ def test_opcheck():
     for kw in (dict(), dict(folded_bn=True), dict(channels_last=True, dtype=torch.float32)):
         x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, requires_grad=True, **kw)
         torch.library.opcheck(torch.ops.glamor_fast.gla_forward.default, tuple(x))
+        torch.library.opcheck(torch.ops.glamor_fast.gla_forward.default, (*x, True))
     x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, folded_bn=True)
-    p, a, lse = torch.ops.glamor_fast.gla_forward(*x)
+    p, a, lse, hidden = torch.ops.glamor_fast.gla_forward(*x, True)
+    assert hidden.shape == (2, 6, 3)
     for needs in ([True] * 8, [False, True, False, True, True, False, False, True]):
-        args = (torch.randn_like(p), torch.randn_like(a), torch.randn_like(lse), *x, p, a, lse, needs)
-        torch.library.opcheck(torch.ops.glamor_fast.gla_backward.default, args)
+        for h in (None, hidden):
+            args = (torch.randn_like(p), torch.randn_like(a), torch.randn_like(lse), *x, p, a, lse, h, needs)
+            torch.library.opcheck(torch.ops.glamor_fast.gla_backward.default, args)
 
 
 def test_grad_lse_matches_autograd_of_logsumexp():
     """The op's third output lse is differentiable too (d lse / d s = attn)."""
     x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, requires_grad=True, folded_bn=True)
-    _, _, lse = torch.ops.glamor_fast.gla_forward(*x)
+    _, _, lse, _ = torch.ops.glamor_fast.gla_forward(*x)
     g = torch.autograd.grad(lse.sum(), _params(x))
     cells = x[1].flatten(2).transpose(1, 2)
     joined = torch.cat([x[0].unsqueeze(1).expand(-1, cells.shape[1], -1), cells], -1)
@@ -331,3 +345,125 @@ def test_other_gemm_paths_match_too(mode):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "deselected" in out.stdout
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(folded_bn=True, channels_last=True)])
+def test_double_backward_gradgradcheck_float64(kw):
+    """create_graph=True through the op gives the true second-order gradients."""
+    x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=2, Hd=3, requires_grad=True, **kw)
+    assert torch.autograd.gradgradcheck(lambda *t: cpp(*t), tuple(_params(x)),
+                                        eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_penalty_matches_reference():
+    """A gradient penalty (|d loss / d context|^2 backpropagated into the weights) as the
+    reference computes it, lse's cotangent included."""
+    x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, folded_bn=True)
+    out = []
+    for fn in (cpp, gla_reference):
+        xs = [t.clone().requires_grad_(True) for t in x]
+        p, a = fn(*xs)
+        (gc,) = torch.autograd.grad(p.square().sum() + a.sin().sum(), [xs[1]], create_graph=True)
+        out.append(torch.autograd.grad(gc.square().sum(), xs))
+    for u, v in zip(*out):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12)
+    xs = [t.clone().requires_grad_(True) for t in x]
+    lse = torch.ops.glamor_fast.gla_forward(*xs)[2]
+    (gf,) = torch.autograd.grad(lse.sum(), [xs[0]], create_graph=True)
+    cells = xs[1].flatten(2).transpose(1, 2)
+    joined = torch.cat([xs[0].unsqueeze(1).expand(-1, cells.shape[1], -1), cells], -1)
+    h = torch.relu(torch.relu(joined @ xs[2].t() + xs[3]) * xs[6] + xs[7])
+    (rf,) = torch.autograd.grad(torch.logsumexp(h @ xs[4] + xs[5], dim=1).sum(), [xs[0]], create_graph=True)
+    for u, v in zip(torch.autograd.grad(gf.sum(), xs[2]), torch.autograd.grad(rf.sum(), xs[2])):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12)
+
+
+def _exact_zero_cases():
+    """(name, inputs) where the true gradients of face, w1, b1 and w2 are 0: one cell, and a
+    softmax made one-hot by large scores (the winning cell's score ~1e4 above the rest)."""
+    n1 = make_gla_inputs(B=3, Df=5, Dc=7, H=1, W=1, Hd=4, dtype=torch.float32)
+    n1[2] = n1[2] * 30  # large weights amplified the old rounding noise
+    hot = make_gla_inputs(B=2, Df=5, Dc=7, H=4, W=6, Hd=4, dtype=torch.float32)
+    hot[1][:, :, 1, 2] += 40.0  # one cell far out: its hidden units dominate the score
+    hot[4] = hot[4].abs() * 1e3
+    big = make_gla_inputs(B=2, Df=5, Dc=7, H=20, W=20, Hd=4, dtype=torch.float32)  # cells span tiles
+    big[1][:, :, 13, 17] += 40.0
+    big[4] = big[4].abs() * 1e5  # gaps beyond float64's exp underflow too
+    return {"n1": n1, "one_hot": hot, "one_hot_multi_tile": big}
+
+
+@pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
+@pytest.mark.parametrize("name", ["n1", "one_hot", "one_hot_multi_tile"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_zero_gradients_stay_exactly_zero(name, dtype, fn, two_threads):
+    x = [None if t is None else t.to(dtype) for t in _exact_zero_cases()[name]]
+    p, a, g, gp, ga = _run(fn, x)
+    rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)
+    assert ((a == 0) | (a == 1)).all() and (ra == a).all(), "the case must be exactly one-hot"
+    for i, what in ((0, "face"), (2, "w1"), (3, "b1"), (4, "w2")):
+        assert (rg[i] == 0).all(), f"PyTorch's {what} gradient is exactly 0 here"
+        assert (g[i] == 0).all(), f"grad {what}: max |g| = {g[i].abs().max().item():.3g}, not exactly 0"
+    torch.testing.assert_close(g[1], rg[1])  # dcontext = a gp: exact too, up to rounding
+
+
+def test_hidden_saved_only_when_a_backward_follows():
+    from glamor_fast.ops._ext import save_hidden
+
+    x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, requires_grad=True)
+    assert save_hidden(None, *x[:6])
+    assert not save_hidden(True, *x[:6])
+    with torch.no_grad():
+        assert not save_hidden(None, *x[:6])
+    big = make_gla_inputs(B=1, Df=3, Dc=4, H=1, W=1, Hd=3, requires_grad=True)
+    big[1] = torch.empty(64, 4, 256, 256, dtype=torch.float64, requires_grad=True)  # 4 GB hidden
+    big[2] = torch.empty(4096, 3 + 4, dtype=torch.float64)
+    assert not save_hidden(None, *big[:6]) and save_hidden(False, *big[:6])
+    with pytest.raises(ValueError, match="recompute=False .* cpp backend only"):
+        save_hidden(False, x[0], x[1].to("meta"), *x[2:6])
+
+
+@pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
+@pytest.mark.parametrize("shape", [dict(B=6, H=7, W=7), dict(B=1, H=28, W=28)], ids=["paper7x7", "hires28"])
+def test_paper_full_sizes_float32_within_twice_pytorch_error(shape, fn, two_threads):
+    """Df = Dc = 256, Hd = 128 (the paper's sizes; B kept small): float32 cpp and float32
+    PyTorch against the float64 reference, forward and every gradient."""
+    x64 = make_gla_inputs(Df=256, Dc=256, Hd=128, folded_bn=True, **shape)
+    x32 = [t.float() for t in x64]
+    p64, a64, g64, gp, ga = _run(gla_reference, x64)
+    pk, ak, gk, _, _ = _run(fn, x32, gp.float(), ga.float())
+    pr, ar, gr, _, _ = _run(gla_reference, x32, gp.float(), ga.float())
+    eps = torch.finfo(torch.float32).eps
+    for name, k, r, ref in [("pooled", pk, pr, p64), ("attn", ak, ar, a64)] + [
+        (f"grad{i}", k, r, ref) for i, (k, r, ref) in enumerate(zip(gk, gr, g64))
+    ]:
+        atol = eps * (1.0 + ref.abs().max().item())
+        assert _max_err(k, ref) <= 2 * _max_err(r, ref) + atol, (name, _max_err(k, ref), _max_err(r, ref))
+
+
+def _nonfinite_cases():
+    x = make_gla_inputs(B=3, Df=5, Dc=7, H=4, W=5, Hd=4, dtype=torch.float32, folded_bn=True)
+    nan_cell = [t.clone() for t in x]
+    nan_cell[1][1, 2, 3, 1] = float("nan")  # one cell of batch element 1
+    inf_cell = [t.clone() for t in x]
+    inf_cell[1][0, 4, 0, 0] = float("inf")
+    inf_face = [t.clone() for t in x]
+    inf_face[0][2, 1] = -float("inf")
+    all_neg_inf = [t.clone() for t in x]
+    all_neg_inf[5] = torch.tensor(-float("inf"))  # b2 = -inf: every score -inf
+    return {"nan_cell": nan_cell, "inf_cell": inf_cell, "inf_face": inf_face, "all_scores_neg_inf": all_neg_inf}
+
+
+@pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
+@pytest.mark.parametrize("name", list(_nonfinite_cases()))
+def test_nan_and_inf_propagate_like_pytorch(name, fn, two_threads):
+    """Non-finite inputs: no crash, the same non-finite outputs and gradients as PyTorch's,
+    and the untouched batch elements' outputs unchanged."""
+    x = _nonfinite_cases()[name]
+    gp = torch.randn(3, 7)
+    ga = torch.randn(3, 4, 5)
+    p, a, g, _, _ = _run(fn, x, gp, ga)
+    rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)
+    for what, u, v in [("pooled", p, rp), ("attn", a, ra)] + [(f"grad{i}", u, v) for i, (u, v) in enumerate(zip(g, rg))]:
+        assert torch.equal(torch.isfinite(u), torch.isfinite(v)), what
+        fin = torch.isfinite(v)
+        torch.testing.assert_close(u[fin], v[fin], rtol=1e-4, atol=1e-5, msg=what)

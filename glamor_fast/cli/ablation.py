@@ -16,7 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from glamor_fast.cli.quickstart import add_recipe_arguments, recipe_config, run_reporting_errors
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.quickstart import add_recipe_arguments, recipe_config
 from glamor_fast.training import train
 from glamor_fast.training.logs import atomic_write_text
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.data.faces import HaarFaceDetector, detect_faces
 
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                                 min_size=args.min_size)
     counts = detect_faces(args.root, detector=detector, overwrite=args.overwrite,
@@ -25,3 +26,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{counts['images']} images: {counts['detected']} faces found, {counts['no_face']} without a face, "
           f"{counts['skipped']} already had a box file; boxes in {args.root}/crop/")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("detect-faces", run, args)

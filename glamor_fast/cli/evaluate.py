@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.evaluate import evaluate_checkpoint
-from glamor_fast.training.checkpoint import CheckpointError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
-                            batch_size=args.batch_size, device=args.device, backend=args.backend,
-                            out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
-                            progress=args.progress)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"glamor-fast eval: error: {exc}", file=sys.stderr)
-        return 1
+def run(args: argparse.Namespace) -> int:
+    evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
+                        batch_size=args.batch_size, device=args.device, backend=args.backend,
+                        out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
+                        progress=args.progress)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("eval", run, args)

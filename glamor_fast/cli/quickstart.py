@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from glamor_fast.training import CheckpointError, NonFiniteLossError, TrainConfig, train
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.training import TrainConfig, train
 from glamor_fast.training.logs import atomic_write_text
 
 # The quick-start training recipe (also the ablation's): every value is a flag of both commands.
@@ -119,18 +119,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser, "runs/quickstart")
     parser.add_argument("--time-budget", type=float, default=TRAIN_TIME_BUDGET_S,
                         help="seconds of training after which no new epoch starts (default %(default)s)")
-
-
-def run_reporting_errors(command: str, job, args: argparse.Namespace) -> int:
-    """Exit status of ``job(args)``: 130 on Ctrl-C, 1 with a one-line message on a training error."""
-    try:
-        job(args)
-    except KeyboardInterrupt:
-        return 130
-    except (NonFiniteLossError, CheckpointError, ValueError) as exc:
-        print(f"glamor-fast {command}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def main(args: argparse.Namespace) -> int:

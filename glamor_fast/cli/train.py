@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from glamor_fast.training import CheckpointError, NonFiniteLossError, TrainConfig, train
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.training import TrainConfig, train
 
 __all__ = ["add_arguments", "add_train_arguments", "config_from_args", "main", "train"]
 
@@ -81,16 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-        result = train(cfg)
-    except KeyboardInterrupt:
-        return 130
-    except (NonFiniteLossError, CheckpointError, ValueError) as exc:
-        print(f"glamor-fast train: error: {exc}", file=sys.stderr)
-        return 1
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    result = train(cfg)
     if result.best_checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"best validation accuracy {result.best_metric:.4f} at epoch {result.best_epoch}; "
               f"checkpoint {result.best_checkpoint}; logs in {result.out_dir}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("train", run, args)

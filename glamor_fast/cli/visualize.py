@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from glamor_fast.training.checkpoint import CheckpointError
+from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.visualize import visualize
 
 
@@ -20,13 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        written = visualize(args.checkpoints, args.out_dir, args.split, args.num, args.seed, args.data_root,
-                            args.device, args.backend)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"glamor-fast visualize: error: {exc}", file=sys.stderr)
-        return 1
+def run(args: argparse.Namespace) -> int:
+    written = visualize(args.checkpoints, args.out_dir, args.split, args.num, args.seed, args.data_root,
+                        args.device, args.backend)
     for name, path in written.items():
         print(f"wrote {path}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("visualize", run, args)

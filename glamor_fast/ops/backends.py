@@ -38,6 +38,11 @@ AUTO_PREFERENCE = {
     "cpu": ("cpp", "reference"),
 }
 
+
+class BackendUnavailableError(RuntimeError):
+    """A known GLA backend that cannot run on this device/dtype (the message says why and what can)."""
+
+
 _auto_logged: set = set()
 _loaded: dict[str, ModuleType] = {}
 
@@ -84,7 +89,7 @@ def choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> st
         )
     reason = unavailable_reason(backend, device, dtype)
     if reason is not None:
-        raise RuntimeError(
+        raise BackendUnavailableError(
             f"gla: backend {backend!r} is not available for {device.type} {dtype} tensors: {reason}. "
             f"Available: {', '.join(available_backends(device, dtype))}"
         )

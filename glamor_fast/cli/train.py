@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
-from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.errors import check_writable_dir, run_reporting_errors
 from glamor_fast.training import TrainConfig, train
 
 __all__ = ["add_arguments", "add_train_arguments", "config_from_args", "main", "train"]
@@ -64,6 +65,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     g.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default: PyTorch's)")
     g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
     g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out-dir (default: refuse)")
     _bool_flag(g, "progress", d.progress, "per-epoch progress bars")
     g.add_argument("--max-batches-per-epoch", type=int, default=d.max_batches_per_epoch,
                    help="cap batches per epoch (smoke tests)")
@@ -81,8 +83,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
 
 
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "metrics.json", "config.json")
+
+
+def refuse_to_replace_a_run(args: argparse.Namespace) -> None:
+    """FileExistsError when --out-dir already holds a run and neither --resume nor --overwrite is given."""
+    out = Path(args.out_dir)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not args.resume and not getattr(args, "overwrite", False):
+        raise FileExistsError(
+            f"--out-dir {out} already holds a run ({', '.join(found)}); continue it with --resume {out / 'last.pt'}, "
+            f"replace it with --overwrite, or choose another --out-dir")
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    refuse_to_replace_a_run(args)
+    check_writable_dir(cfg.out_dir)
     result = train(cfg)
     if result.best_checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"best validation accuracy {result.best_metric:.4f} at epoch {result.best_epoch}; "

@@ -15,7 +15,7 @@ from glamor_fast.training.checkpoint import CheckpointError, load_checkpoint, mo
 from glamor_fast.training.config import TrainConfig
 from glamor_fast.training.data import eval_loader, make_dataset, resolve_data_root
 from glamor_fast.training.distributed import DistInfo, resolve_device
-from glamor_fast.training.logs import atomic_write_text
+from glamor_fast.training.logs import atomic_savefig, atomic_write_text, check_writable_dir
 from glamor_fast.training.loop import check_amp, collect_predictions
 
 
@@ -72,10 +72,7 @@ def plot_confusion_matrix(cm, class_names: list, path, title: str = "Confusion m
             ax.text(j, i, int(cm_t[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return atomic_savefig(fig, path)
 
 
 def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Optional[str] = None,
@@ -87,6 +84,8 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     The dataset settings (face visible in context, normalisation) come from the checkpoint's config.
     """
     ckpt = load_checkpoint(checkpoint)
+    out = check_writable_dir(out_dir if out_dir else Path(checkpoint).parent,
+                             "--out-dir" if out_dir else "the checkpoint's folder (the default --out-dir)")
     cfg = TrainConfig.from_dict(ckpt["config"])
     if dataset is not None:
         cfg.dataset = dataset
@@ -107,13 +106,14 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     metrics = classification_metrics(preds["probs"], preds["labels"], class_names)
     metrics.update({"checkpoint": str(checkpoint), "data_root": str(root), "split": split,
                     "model": cfg.model, "epoch": int(ckpt["epoch"])})
-    out = Path(out_dir) if out_dir else Path(checkpoint).parent
+    if verbose:  # the results first: they are not lost if writing the files fails
+        print(format_report(metrics, class_names), flush=True)
     metrics["confusion_png"] = str(plot_confusion_matrix(
         metrics["confusion"], class_names, out / f"confusion_matrix_{split}.png",
         f"{cfg.model} on {split}: accuracy {metrics['accuracy']:.3f}"))
     atomic_write_text(out / f"eval_{split}.json", json.dumps(metrics, indent=2))
     if verbose:
-        print(format_report(metrics, class_names))
+        print(f"saved {metrics['confusion_png']} and {out / f'eval_{split}.json'}")
     return metrics
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from glamor_fast.cli.errors import run_reporting_errors
-from glamor_fast.data.faces import HaarFaceDetector, detect_faces
+from glamor_fast.cli.errors import check_writable_dir, run_reporting_errors
+from glamor_fast.data.faces import CROP_DIR, HaarFaceDetector, detect_faces
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    crop = root / CROP_DIR  # where the box files go: check it can be written before detecting anything
+    check_writable_dir(crop if crop.is_dir() else root, "the crop/ folder" if crop.is_dir() else "the dataset root")
     detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                                 min_size=args.min_size)
     counts = detect_faces(args.root, detector=detector, overwrite=args.overwrite,

@@ -8,16 +8,16 @@ line, exit status 1); Ctrl-C exits with 130. Anything else is a bug and keeps it
 from __future__ import annotations
 
 import argparse
-import errno
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Callable
+
+from glamor_fast.training.logs import check_writable_dir
+
+__all__ = ["check_writable_dir", "expected_errors", "one_line", "run_reporting_errors"]
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """The exception types a command reports as one line (imported lazily: they pull in torch)."""
+    """The exception types a command reports as one line."""
     from glamor_fast.ops.backends import BackendUnavailableError
     from glamor_fast.training.checkpoint import CheckpointError
     from glamor_fast.training.loop import NonFiniteLossError
@@ -49,21 +49,3 @@ def run_reporting_errors(command: str, job: Callable[[argparse.Namespace], objec
         print(f"glamor-fast {command}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 1
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
-
-
-def check_writable_dir(path, what: str = "--out-dir") -> Path:
-    """Create ``path`` if needed and prove a file can be written there, before any work starts.
-
-    Raises PermissionError (or another OSError) naming ``what`` and the folder otherwise.
-    """
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except FileExistsError:
-        raise NotADirectoryError(errno.ENOTDIR, f"{what} is not a folder", str(path)) from None
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"{what} is not writable ({exc.strerror})", str(path)) from None
-    return path

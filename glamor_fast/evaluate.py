@@ -93,7 +93,7 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
         cfg.data_root = data_root
     elif ckpt.get("data_root"):
         cfg.data_root = ckpt["data_root"]
-    root = resolve_data_root(cfg)
+    root = resolve_data_root(cfg, generate=False)
     ds = make_dataset(root, split, cfg, train=False)
     class_names = list(ckpt["class_names"])
     if list(ds.classes) != class_names:

@@ -38,11 +38,12 @@ class LoadedModel:
 
 
 def load_for_visualization(checkpoint, split: str = "test", data_root: Optional[str] = None,
-                           device="cpu", backend: Optional[str] = None) -> LoadedModel:
+                           device="cpu", backend: Optional[str] = None, dataset: Optional[str] = None) -> LoadedModel:
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(ckpt["config"])
     cfg.data_root = data_root or ckpt.get("data_root") or cfg.data_root
-    ds = make_dataset(resolve_data_root(cfg), split, cfg, train=False)
+    cfg.dataset = dataset or cfg.dataset
+    ds = make_dataset(resolve_data_root(cfg, generate=False), split, cfg, train=False)
     model = model_from_checkpoint(ckpt, backend=backend, device=device, where=f"checkpoint {checkpoint}")
     return LoadedModel(f"{cfg.model} ({Path(checkpoint).parent.name})", model, ds, model.attention_kind, cfg.normalize)
 
@@ -154,13 +155,14 @@ def figure6(models: Sequence[LoadedModel], indices: Sequence[int], path, device=
 
 
 def visualize(checkpoints: Sequence, out_dir, split: str = "test", num: int = 7, seed: int = 0,
-              data_root: Optional[str] = None, device: str = "auto", backend: Optional[str] = None) -> dict:
+              data_root: Optional[str] = None, device: str = "auto", backend: Optional[str] = None,
+              dataset: Optional[str] = None) -> dict:
     """Write attention_maps.png (if any checkpoint has GLA/CA) and predictions.png; returns their paths."""
     if not checkpoints:
         raise ValueError("visualize: give at least one checkpoint")
     out_dir = check_writable_dir(out_dir)
     dev = resolve_device(device, DistInfo())
-    models = [load_for_visualization(c, split, data_root, dev, backend) for c in checkpoints]
+    models = [load_for_visualization(c, split, data_root, dev, backend, dataset) for c in checkpoints]
     ref = models[0].dataset
     if any(len(m.dataset) != len(ref) for m in models):
         raise ValueError("visualize: the checkpoints' datasets differ in size; pass --data-root to use one dataset")

@@ -20,8 +20,18 @@ from .distributed import DistInfo, barrier
 DEFAULT_BUILTIN_ROOT = "data/builtin"
 
 
-def resolve_data_root(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Path:
-    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed."""
+def resolve_data_root(cfg: TrainConfig, info: DistInfo = DistInfo(), generate: bool = True) -> Path:
+    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed and ``generate``.
+
+    With ``generate=False`` (eval, visualize) an existing folder with train/ or test/ is used as
+    it is, and a missing one is an error: no data is ever written into a folder nobody asked for.
+    """
+    if cfg.dataset == "builtin" and not generate:
+        root = Path(cfg.data_root or DEFAULT_BUILTIN_ROOT)
+        if not (root / "train").is_dir() and not (root / "test").is_dir():
+            raise FileNotFoundError(f"dataset folder {root} not found or holds neither train/ nor test/; pass "
+                                    "--data-root (and --dataset) to say where the data is")
+        return root
     if cfg.dataset == "builtin":
         from glamor_fast.data import generate_builtin
 

@@ -96,10 +96,30 @@ def refuse_to_replace_a_run(args: argparse.Namespace) -> None:
             f"replace it with --overwrite, or choose another --out-dir")
 
 
+def settings_from_resume(cfg: TrainConfig) -> TrainConfig:
+    """With --resume, the model settings and optimizer left at their defaults take the checkpoint's values.
+
+    A value given on the command line that differs from the checkpoint's still fails in train().
+    """
+    import dataclasses
+
+    from glamor_fast.training.checkpoint import load_checkpoint
+    from glamor_fast.training.config import MODEL_FIELDS
+
+    if not cfg.resume:
+        return cfg
+    saved, default = load_checkpoint(cfg.resume)["config"], TrainConfig()
+    taken = {k: saved[k] for k in (*MODEL_FIELDS, "optimizer")
+             if k in saved and getattr(cfg, k) == getattr(default, k) and saved[k] != getattr(cfg, k)}
+    if taken and os.environ.get("RANK", "0") == "0":
+        print("resuming with the checkpoint's " + ", ".join(f"{k}={v!r}" for k, v in taken.items()), flush=True)
+    return dataclasses.replace(cfg, **taken)
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
     refuse_to_replace_a_run(args)
-    check_writable_dir(cfg.out_dir)
+    check_writable_dir(args.out_dir)
+    cfg = settings_from_resume(config_from_args(args))
     result = train(cfg)
     if result.best_checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"best validation accuracy {result.best_metric:.4f} at epoch {result.best_epoch}; "

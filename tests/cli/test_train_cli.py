@@ -43,3 +43,22 @@ def test_train_checks_out_dir_is_writable_before_loading_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "glamor-fast train: error:" in err and "--out-dir" in err and "Traceback" not in err
     assert not (tmp_path / "no-data").exists()
+
+
+def test_resume_without_model_flags_takes_the_checkpoints_settings(data, tmp_path, capsys):
+    from glamor_fast.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    assert main([*tiny_train_args(data, out), "--model", "face", "--optimizer", "adamw", "--dropout", "0.3"]) == 0
+    resume = ["--resume", str(out / "last.pt"), "--epochs", "2"]
+    capsys.readouterr()
+    assert main([*tiny_train_args(data, out), *resume]) == 0  # no --model/--optimizer/--dropout
+    assert "resuming with the checkpoint's model='face'" in capsys.readouterr().out
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 2
+    assert (ckpt["config"]["model"], ckpt["config"]["optimizer"], ckpt["config"]["dropout"],
+            ckpt["config"]["gla_hidden"]) == ("face", "adamw", 0.3, 16)
+
+    # a setting given on the command line that contradicts the checkpoint is still refused
+    assert main([*tiny_train_args(data, out), *resume, "--model", "caernet-s"]) == 1
+    assert "model settings differ" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def run_setting(args: argparse.Namespace, preset: str, out_root: Path) -> dict:
     result = train(cfg)
     t_train = time.perf_counter() - t0
     metrics = evaluate_checkpoint(result.best_checkpoint, split="test", out_dir=str(out),
-                                  progress=args.progress, verbose=False)
+                                  progress=cfg.progress, verbose=False)
     setting, notation = SETTINGS.get(preset, (preset, preset))
     row = {"preset": preset, "setting": setting, "notation": notation, "test_accuracy": metrics["accuracy"],
            "per_class_accuracy": metrics["per_class_accuracy"], "chance": metrics["chance"],

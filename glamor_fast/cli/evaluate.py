@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.progress import add_progress_argument, show_progress
 from glamor_fast.evaluate import evaluate_checkpoint
 
 
@@ -18,14 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="default %(default)s")
     parser.add_argument("--num-workers", type=int, default=0, help="default %(default)s")
     parser.add_argument("--out-dir", help="where the PNG and JSON go (default: the checkpoint's folder)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    add_progress_argument(parser, "progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
                         batch_size=args.batch_size, device=args.device, backend=args.backend,
                         out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
-                        progress=args.progress)
+                        progress=show_progress(args.progress))
     return 0
 
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from glamor_fast.cli.errors import check_writable_dir, run_reporting_errors
+from glamor_fast.cli.progress import add_progress_argument, show_progress
 from glamor_fast.training import TrainConfig, train
 
 __all__ = ["add_arguments", "add_train_arguments", "config_from_args", "main", "train"]
@@ -66,7 +67,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
     g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out-dir (default: refuse)")
-    _bool_flag(g, "progress", d.progress, "per-epoch progress bars")
+    add_progress_argument(g, "per-epoch progress bars")
     g.add_argument("--max-batches-per-epoch", type=int, default=d.max_batches_per_epoch,
                    help="cap batches per epoch (smoke tests)")
     g.add_argument("--time-budget", dest="time_budget_s", type=float, default=d.time_budget_s, metavar="SECONDS",
@@ -76,7 +77,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     import dataclasses
 
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["progress"] = show_progress(values["progress"])
+    return TrainConfig(**values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -78,15 +78,18 @@ def plot_confusion_matrix(cm, class_names: list, path, title: str = "Confusion m
 def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Optional[str] = None,
                         split: str = "test", batch_size: int = 64, device: str = "auto",
                         backend: Optional[str] = None, out_dir: Optional[str] = None, amp: str = "none",
-                        num_workers: int = 0, progress: bool = True, verbose: bool = True) -> dict:
+                        num_workers: int = 0, progress: bool = True, verbose: bool = True,
+                        skip_bad: bool = False) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of its dataset (or ``data_root``); returns the metrics dict.
 
     The dataset settings (face visible in context, normalisation) come from the checkpoint's config.
+    ``skip_bad`` leaves out images that cannot be decoded (logged with a count) instead of failing.
     """
     ckpt = load_checkpoint(checkpoint)
     out = check_writable_dir(out_dir if out_dir else Path(checkpoint).parent,
                              "--out-dir" if out_dir else "the checkpoint's folder (the default --out-dir)")
     cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg.skip_bad = skip_bad
     if dataset is not None:
         cfg.dataset = dataset
     if data_root is not None:

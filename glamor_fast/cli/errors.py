@@ -34,6 +34,9 @@ def one_line(exc: BaseException) -> str:
             text = f"{exc.filename} -> {exc.filename2}: {exc.strerror.lower()}"
     else:
         text = str(exc) or type(exc).__name__
+        if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the original message
+            last = [ln for ln in text.splitlines() if ln.strip()][-1]
+            text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
     return " ".join(text.split())
 
 

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default %(default)s)")
     parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="default %(default)s")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out images that cannot be decoded, with a count (default: stop at the first)")
     parser.add_argument("--num-workers", type=int, default=0, help="default %(default)s")
     parser.add_argument("--out-dir", help="where the PNG and JSON go (default: the checkpoint's folder)")
     add_progress_argument(parser, "progress bar")
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
                         batch_size=args.batch_size, device=args.device, backend=args.backend,
                         out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
-                        progress=show_progress(args.progress))
+                        progress=show_progress(args.progress), skip_bad=args.skip_bad)
     return 0
 
 

@@ -43,6 +43,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
                    help="share of train held out for validation when there is no val/ split; 0 validates on test "
                         "(as the authors' code does) (default %(default)s)")
     _bool_flag(g, "normalize", d.normalize, "ImageNet mean/std normalisation")
+    g.add_argument("--skip-bad", action="store_true", default=d.skip_bad,
+                   help="leave out images that cannot be decoded, with a count (default: stop at the first)")
     g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default %(default)s)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")

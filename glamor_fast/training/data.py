@@ -73,8 +73,25 @@ def face_visible(cfg: TrainConfig) -> bool:
 def make_dataset(root: Path, split: str, cfg: TrainConfig, train: bool) -> Dataset:
     from glamor_fast.data import CAERSDataset
 
-    return CAERSDataset(root, split, train=train, face_visible=face_visible(cfg),
-                        normalize=cfg.normalize, seed=cfg.seed)
+    ds = CAERSDataset(root, split, train=train, face_visible=face_visible(cfg),
+                      normalize=cfg.normalize, seed=cfg.seed)
+    if cfg.skip_bad:
+        _skip_unreadable(ds, root, split)
+    return ds
+
+
+def _skip_unreadable(ds, root: Path, split: str) -> None:
+    """--skip-bad: drop undecodable images from ``ds``, saying how many and which."""
+    import logging
+
+    dropped = ds.drop_unreadable()
+    if dropped:
+        examples = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        logging.getLogger("glamor_fast").warning(
+            "skipped %d unreadable image(s) of %d in %s/%s (--skip-bad): %s",
+            len(dropped), len(dropped) + len(ds), root, split, examples)
+    if len(ds) == 0:
+        raise ValueError(f"no readable images left in {root}/{split} after --skip-bad")
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

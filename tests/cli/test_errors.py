@@ -46,6 +46,23 @@ def test_one_line_of_an_os_error_without_a_file():
     assert one_line(OSError("disk on fire")) == "disk on fire"
 
 
+def test_one_line_of_an_error_from_a_dataloader_worker():
+    from torch.utils.data import DataLoader, Dataset
+
+    from glamor_fast.data.caer import CorruptImageError
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise CorruptImageError("cannot decode image /data/x.png: the file is corrupt")
+
+    with pytest.raises(CorruptImageError) as info:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert one_line(info.value) == "cannot decode image /data/x.png: the file is corrupt"
+
+
 @pytest.mark.parametrize("backend", ["foo", "triton"])
 def test_unknown_and_unavailable_backends_give_the_same_kind_of_message(ckpt, backend, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # as on a CPU-only machine outside the test suite

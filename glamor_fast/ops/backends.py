@@ -39,8 +39,12 @@ AUTO_PREFERENCE = {
 }
 
 
-class BackendUnavailableError(RuntimeError):
-    """A known GLA backend that cannot run on this device/dtype (the message says why and what can)."""
+class BackendUnavailableError(RuntimeError, ValueError):
+    """A known GLA backend that cannot run on this device/dtype (the message says why and what can).
+
+    A ValueError too, as an unknown backend name is: code that reports a bad ``backend`` argument
+    treats both alike.
+    """
 
 
 _auto_logged: set = set()

@@ -87,3 +87,14 @@ def test_check_writable_dir(tmp_path):
         check_writable_dir(tmp_path / "file")
     with pytest.raises(OSError, match="--out-dir"):
         check_writable_dir(tmp_path / "file" / "sub")
+
+
+def test_an_unavailable_backend_is_reported_like_an_unknown_one():
+    """Callers that catch ValueError for --backend foo also catch an unavailable --backend triton."""
+    import torch
+
+    from glamor_fast.ops.backends import BackendUnavailableError, choose_backend
+
+    assert issubclass(BackendUnavailableError, ValueError) and issubclass(BackendUnavailableError, RuntimeError)
+    with pytest.raises(ValueError, match="backend 'cuda' is not available for cpu"):
+        choose_backend("cuda", torch.device("cpu"), torch.float32)

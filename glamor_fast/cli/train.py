@@ -68,7 +68,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     g.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default: PyTorch's)")
     g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
     g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
-    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out-dir (default: refuse)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train into an --out-dir that holds a run; its files are replaced as the new run writes "
+                        "them (default: refuse)")
     add_progress_argument(g, "per-epoch progress bars")
     g.add_argument("--max-batches-per-epoch", type=int, default=d.max_batches_per_epoch,
                    help="cap batches per epoch (smoke tests)")

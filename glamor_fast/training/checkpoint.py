@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain Python values only:
     format, version, model (state dict), optimizer, scheduler, scaler (state dicts or None),
     epoch (completed epochs), step_in_epoch (batches of the next epoch already done, > 0 only
     for a Ctrl-C checkpoint), config (TrainConfig.to_dict()), class_names (list[str]),
-    best_metric, best_epoch, history (list of per-epoch metric dicts), torch_version.
+    best_metric, best_epoch, history (list of per-epoch metric dicts), torch_version, and
+    epoch_partial ([loss sum, correct, samples] of the interrupted epoch so far, or None).
 Loading never unpickles arbitrary objects, so a checkpoint from a stranger cannot run code.
 """
 from __future__ import annotations

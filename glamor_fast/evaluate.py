@@ -15,7 +15,7 @@ from glamor_fast.training.checkpoint import CheckpointError, load_checkpoint, mo
 from glamor_fast.training.config import TrainConfig
 from glamor_fast.training.data import eval_loader, make_dataset, resolve_data_root
 from glamor_fast.training.distributed import DistInfo, resolve_device
-from glamor_fast.training.logs import atomic_write_text
+from glamor_fast.training.logs import atomic_savefig, atomic_write_text, check_writable_dir
 from glamor_fast.training.loop import check_amp, collect_predictions
 
 
@@ -72,10 +72,7 @@ def plot_confusion_matrix(cm, class_names: list, path, title: str = "Confusion m
             ax.text(j, i, int(cm_t[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return atomic_savefig(fig, path)
 
 
 def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Optional[str] = None,
@@ -83,15 +80,19 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
                         backend: Optional[str] = None, out_dir: Optional[str] = None, amp: str = "none",
                         num_workers: Optional[int] = 0, progress: bool = True, verbose: bool = True,
                         cache: Optional[str] = None, predictions: Optional[str] = None,
-                        no_box: Optional[str] = None) -> dict:
+                        no_box: Optional[str] = None, skip_bad: bool = False) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of its dataset (or ``data_root``); returns the metrics dict.
 
     The dataset settings (face visible in context, normalisation, no-box policy) come from the
     checkpoint's config. ``cache``: read a prepared cache instead of decoding the images (the
     tensors are bit-identical). ``predictions``: also write per-image JSON lines there.
+    ``skip_bad`` leaves out images that cannot be decoded (logged with a count) instead of failing.
     """
     ckpt = load_checkpoint(checkpoint)
+    out = check_writable_dir(out_dir if out_dir else Path(checkpoint).parent,
+                             "--out-dir" if out_dir else "the checkpoint's folder (the default --out-dir)")
     cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg.skip_bad = skip_bad
     if dataset is not None:
         cfg.dataset = dataset
     cfg.cache = cache
@@ -103,7 +104,7 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
         cfg.data_root = None  # the cache's own record of where its sources are
     elif ckpt.get("data_root"):
         cfg.data_root = ckpt["data_root"]
-    root = resolve_data_root(cfg)
+    root = resolve_data_root(cfg, generate=False)
     ds = make_dataset(root, split, cfg, train=False)
     class_names = list(ckpt["class_names"])
     if list(ds.classes) != class_names:
@@ -118,13 +119,14 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     metrics = classification_metrics(preds["probs"], preds["labels"], class_names)
     metrics.update({"checkpoint": str(checkpoint), "data_root": str(root), "split": split,
                     "model": cfg.model, "epoch": int(ckpt["epoch"])})
-    out = Path(out_dir) if out_dir else Path(checkpoint).parent
+    if verbose:  # the results first: they are not lost if writing the files fails
+        print(format_report(metrics, class_names), flush=True)
     metrics["confusion_png"] = str(plot_confusion_matrix(
         metrics["confusion"], class_names, out / f"confusion_matrix_{split}.png",
         f"{cfg.model} on {split}: accuracy {metrics['accuracy']:.3f}"))
     atomic_write_text(out / f"eval_{split}.json", json.dumps(metrics, indent=2))
     if verbose:
-        print(format_report(metrics, class_names))
+        print(f"saved {metrics['confusion_png']} and {out / f'eval_{split}.json'}")
     return metrics
 
 

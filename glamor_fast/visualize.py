@@ -22,6 +22,7 @@ from glamor_fast.training.checkpoint import CheckpointError, load_checkpoint, mo
 from glamor_fast.training.config import TrainConfig
 from glamor_fast.training.data import make_dataset, resolve_data_root
 from glamor_fast.training.distributed import DistInfo, resolve_device
+from glamor_fast.training.logs import atomic_savefig, check_writable_dir
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -37,11 +38,12 @@ class LoadedModel:
 
 
 def load_for_visualization(checkpoint, split: str = "test", data_root: Optional[str] = None,
-                           device="cpu", backend: Optional[str] = None) -> LoadedModel:
+                           device="cpu", backend: Optional[str] = None, dataset: Optional[str] = None) -> LoadedModel:
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(ckpt["config"])
     cfg.data_root = data_root or ckpt.get("data_root") or cfg.data_root
-    ds = make_dataset(resolve_data_root(cfg), split, cfg, train=False)
+    cfg.dataset = dataset or cfg.dataset
+    ds = make_dataset(resolve_data_root(cfg, generate=False), split, cfg, train=False)
     model = model_from_checkpoint(ckpt, backend=backend, device=device, where=f"checkpoint {checkpoint}")
     return LoadedModel(f"{cfg.model} ({Path(checkpoint).parent.name})", model, ds, model.attention_kind, cfg.normalize)
 
@@ -121,10 +123,7 @@ def figure5(models: Sequence[LoadedModel], indices: Sequence[int], path, device=
         ax.set_yticks([])
     fig.suptitle("Attention maps (Figure 5 style)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return atomic_savefig(fig, path)
 
 
 def figure6(models: Sequence[LoadedModel], indices: Sequence[int], path, device="cpu") -> Path:
@@ -152,25 +151,23 @@ def figure6(models: Sequence[LoadedModel], indices: Sequence[int], path, device=
         axes[r, 0].set_ylabel(m.name, fontsize=7)
     fig.suptitle("Predictions (green: right, red: wrong); column titles: ground truth", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return atomic_savefig(fig, path)
 
 
 def visualize(checkpoints: Sequence, out_dir, split: str = "test", num: int = 7, seed: int = 0,
-              data_root: Optional[str] = None, device: str = "auto", backend: Optional[str] = None) -> dict:
+              data_root: Optional[str] = None, device: str = "auto", backend: Optional[str] = None,
+              dataset: Optional[str] = None) -> dict:
     """Write attention_maps.png (if any checkpoint has GLA/CA) and predictions.png; returns their paths."""
     if not checkpoints:
         raise ValueError("visualize: give at least one checkpoint")
+    out_dir = check_writable_dir(out_dir)
     dev = resolve_device(device, DistInfo())
-    models = [load_for_visualization(c, split, data_root, dev, backend) for c in checkpoints]
+    models = [load_for_visualization(c, split, data_root, dev, backend, dataset) for c in checkpoints]
     ref = models[0].dataset
     if any(len(m.dataset) != len(ref) for m in models):
         raise ValueError("visualize: the checkpoints' datasets differ in size; pass --data-root to use one dataset")
     labels = [y for _, y in ref.samples]
     ncls = len(ref.classes)
-    out_dir = Path(out_dir)
     written = {}
     # Figure 6: one column per ground-truth class, as in the paper.
     written["predictions"] = figure6(models, pick_indices(labels, ncls, ncls, seed), out_dir / "predictions.png", dev)

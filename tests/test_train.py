@@ -153,13 +153,18 @@ def test_keyboard_interrupt_saves_a_resumable_checkpoint(data_root, tmp_path, ca
     ckpt = load_checkpoint(last)
     assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (0, 2, 2)
     assert "--resume" in capsys.readouterr().out
-    steps = []
+    steps, losses = [], []
     result = train(tiny_config(data_root, tmp_path / "run", epochs=2, batch_size=4, max_batches_per_epoch=3,
                                resume=str(last)),
-                   on_step=lambda p, loss, m: steps.append((p.epoch, p.batches_done)))
+                   on_step=lambda p, loss, m: (steps.append((p.epoch, p.batches_done)), losses.append(loss)))
     # Epoch 1 continues at its third batch; epoch 2 runs in full (3 batches).
     assert steps == [(0, 3), (1, 1), (1, 2), (1, 3)]
-    assert len(result.history) == 2 and result.history[0]["train_samples"] == 4  # only the resumed batch
+    # The interrupted epoch's row covers the whole epoch: the two batches before Ctrl-C and the resumed one.
+    loss_sum, correct, count = ckpt["epoch_partial"]
+    assert count == 8 and 0 <= correct <= 8
+    row = result.history[0]
+    assert row["train_samples"] == 12
+    assert row["train_loss"] == pytest.approx((loss_sum + 4 * losses[0]) / 12, rel=1e-6)
 
 
 def test_bf16_autocast_and_accumulation_run(data_root, tmp_path):

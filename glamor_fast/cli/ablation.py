@@ -16,7 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from glamor_fast.cli.quickstart import add_recipe_arguments, recipe_config, run_reporting_errors
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.quickstart import add_recipe_arguments, recipe_config
 from glamor_fast.training import train
 from glamor_fast.training.logs import atomic_write_text
 
@@ -65,7 +66,7 @@ def run_setting(args: argparse.Namespace, preset: str, out_root: Path) -> dict:
     result = train(cfg)
     t_train = time.perf_counter() - t0
     metrics = evaluate_checkpoint(result.best_checkpoint, split="test", out_dir=str(out),
-                                  progress=args.progress, verbose=False)
+                                  progress=cfg.progress, verbose=False)
     setting, notation = SETTINGS.get(preset, (preset, preset))
     row = {"preset": preset, "setting": setting, "notation": notation, "test_accuracy": metrics["accuracy"],
            "per_class_accuracy": metrics["per_class_accuracy"], "chance": metrics["chance"],

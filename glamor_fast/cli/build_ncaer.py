@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.progress import add_progress_argument, show_progress
 from glamor_fast.data.ncaer import DEFAULT_PARTS, build_ncaer, format_counts
 
 
@@ -19,13 +21,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dedupe-by-name", action="store_true",
                         help="also drop a val/test video whose <Emotion>/<name> appears in an earlier split "
                              "(videos with identical bytes are always dropped)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser, "progress bar")
 
 
-def main(args) -> int:
+def run(args) -> int:
     manifest = build_ncaer(args.caer_root, args.out, parts=args.parts, seed=args.seed,
-                           detector=None if args.no_detect else "haar", progress=not args.no_progress,
+                           detector=None if args.no_detect else "haar", progress=show_progress(args.progress),
                            overwrite=args.overwrite, by_name=args.dedupe_by_name)
     print(format_counts(manifest))
     print(f"NCAER-S written to {Path(args.out) / 'images'}; manifest {Path(args.out) / 'manifest.json'}")
     return 0
+
+
+def main(args) -> int:
+    return run_reporting_errors("build-ncaer", run, args)

@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.models import GLAMORNet
 from glamor_fast.ops.backends import choose_backend
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     model = GLAMORNet(backend=args.backend).to(device)
@@ -40,3 +41,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"  logits {tuple(logits.shape)}  attention map {tuple(attn.shape)}  fusion weights {tuple(weights.shape)}")
     print(f"  loss {loss.item():.4f}  forward+backward {elapsed * 1000:.1f} ms")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("demo", run, args)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.progress import add_progress_argument, show_progress
 from glamor_fast.data.no_box import NO_BOX_POLICIES
 from glamor_fast.evaluate import evaluate_checkpoint
-from glamor_fast.training.checkpoint import CheckpointError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,18 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write per-image results as JSON lines: source, label, emotion, probs")
     parser.add_argument("--no-box", choices=NO_BOX_POLICIES,
                         help="images without a face box (default: the checkpoint's setting)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out images that cannot be decoded, with a count (default: stop at the first)")
     parser.add_argument("--out-dir", help="where the PNG and JSON go (default: the checkpoint's folder)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    add_progress_argument(parser, "progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
+                        batch_size=args.batch_size, device=args.device, backend=args.backend,
+                        out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
+                        progress=show_progress(args.progress), cache=args.cache, predictions=args.predictions,
+                        no_box=args.no_box, skip_bad=args.skip_bad)
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset, split=args.split,
-                            batch_size=args.batch_size, device=args.device, backend=args.backend,
-                            out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
-                            progress=args.progress, cache=args.cache, predictions=args.predictions,
-                            no_box=args.no_box)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"glamor-fast eval: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_errors("eval", run, args)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from glamor_fast.training import CheckpointError, NonFiniteLossError, TrainConfig, train
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.progress import add_progress_argument, show_progress
+from glamor_fast.training import TrainConfig, train
 from glamor_fast.training.logs import atomic_write_text
 
 # The quick-start training recipe (also the ablation's): every value is a flag of both commands.
@@ -34,7 +35,7 @@ QUICK_RECIPE = dict(
     scheduler="cosine",
     warmup_epochs=0,
     val_fraction=0.1,
-    threads=2,
+    threads=None,  # PyTorch's default: the machine's cores
 )
 TRAIN_TIME_BUDGET_S = 420.0  # 7 minutes of training leaves room for data, evaluation and figures
 
@@ -54,11 +55,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, out_dir: str) -> None:
     parser.add_argument("--scheduler", default=r["scheduler"], choices=["step", "cosine", "none"],
                         help="default %(default)s")
     parser.add_argument("--val-fraction", type=float, default=r["val_fraction"], help="default %(default)s")
-    parser.add_argument("--threads", type=int, default=r["threads"], help="torch threads (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=r["threads"],
+                        help="torch threads (default: PyTorch's, i.e. the machine's cores)")
     parser.add_argument("--backend", default="auto", help="GLA backend (default %(default)s)")
     parser.add_argument("--device", default="auto", help="default %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    add_progress_argument(parser)
 
 
 def recipe_config(args: argparse.Namespace, model: str, out_dir, time_budget_s=None) -> TrainConfig:
@@ -67,14 +69,16 @@ def recipe_config(args: argparse.Namespace, model: str, out_dir, time_budget_s=N
         builtin_train=args.num_train, builtin_test=args.num_test, val_fraction=args.val_fraction,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, scheduler=args.scheduler, seed=args.seed, device=args.device,
-        threads=args.threads, out_dir=str(out_dir), progress=args.progress, time_budget_s=time_budget_s,
+        threads=args.threads, out_dir=str(out_dir), progress=show_progress(args.progress), time_budget_s=time_budget_s,
     )
 
 
 def quickstart(args: argparse.Namespace) -> dict:
     """Run the main job; returns the summary dict (also written to <out-dir>/summary.json)."""
     from glamor_fast.evaluate import evaluate_checkpoint
+    from glamor_fast.ops.backends import choose_backend
     from glamor_fast.training.data import resolve_data_root
+    from glamor_fast.training.distributed import DistInfo, resolve_device
     from glamor_fast.visualize import visualize
 
     t0 = time.perf_counter()
@@ -82,18 +86,18 @@ def quickstart(args: argparse.Namespace) -> dict:
     cfg = recipe_config(args, "glamor-net", out, args.time_budget)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device, DistInfo())
+    backend = choose_backend(args.backend, device, torch.float32)  # what the model's backend="auto" runs
     print(f"[1/4] built-in dataset in {args.data_root} ...", flush=True)
     root = resolve_data_root(cfg)
     t_data = time.perf_counter() - t0
-    from glamor_fast.ops.backends import choose_backend
-
-    backend = choose_backend(args.backend, torch.device("cuda" if torch.cuda.is_available() else "cpu"), torch.float32)
-    print(f"      ready ({t_data:.1f}s)\n[2/4] training GLAMOR-Net (GLA backend {backend}, {cfg.optimizer} lr {cfg.lr}, "
-          f"{cfg.scheduler}, {cfg.epochs} epochs, batch {cfg.batch_size}) ...", flush=True)
+    print(f"      ready ({t_data:.1f}s)\n[2/4] training GLAMOR-Net on {device} ({torch.get_num_threads()} threads, "
+          f"GLA backend {backend}; {cfg.optimizer} lr {cfg.lr}, {cfg.scheduler}, {cfg.epochs} epochs, "
+          f"batch {cfg.batch_size}) ...", flush=True)
     result = train(cfg)
     t_train = time.perf_counter() - t0 - t_data
     print(f"[3/4] evaluating {result.best_checkpoint} on the test split ...", flush=True)
-    metrics = evaluate_checkpoint(result.best_checkpoint, split="test", out_dir=str(out), progress=args.progress,
+    metrics = evaluate_checkpoint(result.best_checkpoint, split="test", out_dir=str(out), progress=cfg.progress,
                                   verbose=True)
     print("[4/4] attention-map and prediction figures ...", flush=True)
     figures = visualize([result.best_checkpoint], out / "figures", split="test", num=7, seed=args.seed)
@@ -102,7 +106,7 @@ def quickstart(args: argparse.Namespace) -> dict:
         "test_accuracy": metrics["accuracy"], "chance": metrics["chance"], "test_images": metrics["n"],
         "best_val_accuracy": result.best_metric, "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "stopped_early_by_time_budget": result.stopped_early,
-        "gla_backend": backend, "wall_time_s": round(wall, 1), "train_time_s": round(t_train, 1),
+        "gla_backend": backend, "device": str(device), "wall_time_s": round(wall, 1), "train_time_s": round(t_train, 1),
         "torch_threads": torch.get_num_threads(), "data_root": str(root),
         "checkpoint": str(result.best_checkpoint), "confusion_matrix_png": metrics["confusion_png"],
         "figures": {k: str(v) for k, v in figures.items()}, "config": cfg.to_dict(),
@@ -119,18 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser, "runs/quickstart")
     parser.add_argument("--time-budget", type=float, default=TRAIN_TIME_BUDGET_S,
                         help="seconds of training after which no new epoch starts (default %(default)s)")
-
-
-def run_reporting_errors(command: str, job, args: argparse.Namespace) -> int:
-    """Exit status of ``job(args)``: 130 on Ctrl-C, 1 with a one-line message on a training error."""
-    try:
-        job(args)
-    except KeyboardInterrupt:
-        return 130
-    except (NonFiniteLossError, CheckpointError, ValueError) as exc:
-        print(f"glamor-fast {command}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def main(args: argparse.Namespace) -> int:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+from pathlib import Path
 
-from glamor_fast.training import CheckpointError, NonFiniteLossError, TrainConfig, train
+from glamor_fast.cli.errors import check_writable_dir, run_reporting_errors
+from glamor_fast.cli.progress import add_progress_argument, show_progress
+from glamor_fast.training import TrainConfig, train
 
 __all__ = ["add_arguments", "add_train_arguments", "config_from_args", "main", "train"]
 
@@ -50,6 +52,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     g.add_argument("--no-box", default=d.no_box, choices=NO_BOX_POLICIES,
                    help="images without a face box: unmasked context (the authors' behaviour, default, comparable "
                         "with the paper; the face leaks into the context), drop, or detect (Haar)")
+    g.add_argument("--skip-bad", action="store_true", default=d.skip_bad,
+                   help="leave out images that cannot be decoded, with a count (default: stop at the first)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (default %(default)s)")
@@ -73,7 +77,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     _bool_flag(g, "channels-last", d.channels_last, "keep the model in channels_last memory (faster on CPU)")
     g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
     g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
-    _bool_flag(g, "progress", d.progress, "per-epoch progress bars")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train into an --out-dir that holds a run; its files are replaced as the new run writes "
+                        "them (default: refuse)")
+    add_progress_argument(g, "per-epoch progress bars")
     g.add_argument("--max-batches-per-epoch", type=int, default=d.max_batches_per_epoch,
                    help="cap batches per epoch (smoke tests)")
     g.add_argument("--time-budget", dest="time_budget_s", type=float, default=d.time_budget_s, metavar="SECONDS",
@@ -83,23 +90,58 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     import dataclasses
 
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["progress"] = show_progress(values["progress"])
+    return TrainConfig(**values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-        result = train(cfg)
-    except KeyboardInterrupt:
-        return 130
-    except (NonFiniteLossError, CheckpointError, ValueError) as exc:
-        print(f"glamor-fast train: error: {exc}", file=sys.stderr)
-        return 1
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "metrics.json", "config.json")
+
+
+def refuse_to_replace_a_run(args: argparse.Namespace) -> None:
+    """FileExistsError when --out-dir already holds a run and neither --resume nor --overwrite is given."""
+    out = Path(args.out_dir)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not args.resume and not getattr(args, "overwrite", False):
+        raise FileExistsError(
+            f"--out-dir {out} already holds a run ({', '.join(found)}); continue it with --resume {out / 'last.pt'}, "
+            f"replace it with --overwrite, or choose another --out-dir")
+
+
+def settings_from_resume(cfg: TrainConfig) -> TrainConfig:
+    """With --resume, the model settings and optimizer left at their defaults take the checkpoint's values.
+
+    A value given on the command line that differs from the checkpoint's still fails in train().
+    """
+    import dataclasses
+
+    from glamor_fast.training.checkpoint import load_checkpoint
+    from glamor_fast.training.config import MODEL_FIELDS
+
+    if not cfg.resume:
+        return cfg
+    saved, default = load_checkpoint(cfg.resume)["config"], TrainConfig()
+    taken = {k: saved[k] for k in (*MODEL_FIELDS, "optimizer")
+             if k in saved and getattr(cfg, k) == getattr(default, k) and saved[k] != getattr(cfg, k)}
+    if taken and os.environ.get("RANK", "0") == "0":
+        print("resuming with the checkpoint's " + ", ".join(f"{k}={v!r}" for k, v in taken.items()), flush=True)
+    return dataclasses.replace(cfg, **taken)
+
+
+def run(args: argparse.Namespace) -> int:
+    refuse_to_replace_a_run(args)
+    check_writable_dir(args.out_dir)
+    cfg = settings_from_resume(config_from_args(args))
+    result = train(cfg)
     if result.best_checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"best validation accuracy {result.best_metric:.4f} at epoch {result.best_epoch}; "
               f"checkpoint {result.best_checkpoint}; logs in {result.out_dir}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("train", run, args)

@@ -73,6 +73,13 @@ def decode_image(data: np.ndarray, path: Union[str, os.PathLike]) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def is_readable_image(path: Union[str, os.PathLike]) -> bool:
+    """Whether OpenCV decodes ``path`` (as read_image would; decoded at 1/8 scale in grey, for speed)."""
+    path = Path(path)
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    return data is not None and data.size > 0 and cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+
 def parse_box(fields: Sequence[str], where: str) -> Optional[Box]:
     """Four numbers "x1,y1,x2,y2" -> int box; all-empty -> None. ``where`` names the source in errors."""
     fields = [f.strip() for f in fields]
@@ -254,6 +261,17 @@ class CAERSDataset(SampleList):
         self.samples, self.boxes, _ = apply_no_box_policy(
             self.samples, self.boxes, self.no_box, self.load_image,
             f"CAERSDataset({self.root}, {split!r}) with boxes from {self.box_source}")
+
+    def drop_unreadable(self) -> list[str]:
+        """Remove the items whose image cannot be decoded (corrupt, empty, vanished); returns their relpaths.
+
+        Decodes every image once (reduced), so it costs about a fast pass over the split.
+        """
+        keep = [is_readable_image(self.root / rel) for rel, _ in self.samples]
+        dropped = [rel for (rel, _), ok in zip(self.samples, keep) if not ok]
+        self.samples = [s for s, ok in zip(self.samples, keep) if ok]
+        self.boxes = [b for b, ok in zip(self.boxes, keep) if ok]
+        return dropped
 
     def _load_boxes(self, boxes: BoxSource) -> tuple[list[Optional[Box]], str]:
         if isinstance(boxes, Mapping):

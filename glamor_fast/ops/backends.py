@@ -39,6 +39,15 @@ AUTO_PREFERENCE = {
     "cpu": ("cpp", "reference"),
 }
 
+
+class BackendUnavailableError(RuntimeError, ValueError):
+    """A known GLA backend that cannot run on this device/dtype (the message says why and what can).
+
+    A ValueError too, as an unknown backend name is: code that reports a bad ``backend`` argument
+    treats both alike.
+    """
+
+
 _auto_logged: set = set()
 _loaded: dict[str, ModuleType] = {}
 
@@ -85,7 +94,7 @@ def choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> st
         )
     reason = unavailable_reason(backend, device, dtype)
     if reason is not None:
-        raise RuntimeError(
+        raise BackendUnavailableError(
             f"gla: backend {backend!r} is not available for {device.type} {dtype} tensors: {reason}. "
             f"Available: {', '.join(available_backends(device, dtype))}"
         )

@@ -63,6 +63,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     resume: Optional[str] = None
     progress: bool = True
+    skip_bad: bool = False              # leave out images that cannot be decoded (reported with a count)
     max_batches_per_epoch: Optional[int] = None  # cap per epoch (smoke tests), None: all
     time_budget_s: Optional[float] = None  # stop early when another epoch would end past this (seconds)
 

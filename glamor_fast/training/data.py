@@ -22,13 +22,21 @@ from .distributed import DistInfo, barrier
 DEFAULT_BUILTIN_ROOT = "data/builtin"
 
 
-def resolve_data_root(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Path:
-    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed.
+def resolve_data_root(cfg: TrainConfig, info: DistInfo = DistInfo(), generate: bool = True) -> Path:
+    """The dataset root for cfg; generates the built-in dataset (rank 0 only) when needed and ``generate``.
 
     With cfg.cache, the root is cfg.data_root if given, else the one the cache was built from.
+    With ``generate=False`` (eval, visualize) an existing folder with train/ or test/ is used as
+    it is, and a missing one is an error: no data is ever written into a folder nobody asked for.
     """
     if cfg.cache:
         return Path(cfg.data_root) if cfg.data_root else cache_root(cfg.cache)
+    if cfg.dataset == "builtin" and not generate:
+        root = Path(cfg.data_root or DEFAULT_BUILTIN_ROOT)
+        if not (root / "train").is_dir() and not (root / "test").is_dir():
+            raise FileNotFoundError(f"dataset folder {root} not found or holds neither train/ nor test/; pass "
+                                    "--data-root (and --dataset) to say where the data is")
+        return root
     if cfg.dataset == "builtin":
         from glamor_fast.data import generate_builtin
 
@@ -89,8 +97,11 @@ def make_dataset(root: Path, split: str, cfg: TrainConfig, train: bool) -> Datas
                              normalize=cfg.normalize, seed=cfg.seed, root=root)
     from glamor_fast.data import CAERSDataset
 
-    return CAERSDataset(root, split, train=train, face_visible=face_visible(cfg),
-                        normalize=cfg.normalize, seed=cfg.seed, no_box=cfg.no_box)
+    ds = CAERSDataset(root, split, train=train, face_visible=face_visible(cfg),
+                      normalize=cfg.normalize, seed=cfg.seed, no_box=cfg.no_box)
+    if cfg.skip_bad:
+        _skip_unreadable(ds, root, split)
+    return ds
 
 
 def loader_workers(requested: Optional[int] = None) -> int:
@@ -149,6 +160,20 @@ class DeviceAugmentLoader:
                 normalize=self.normalize, channels_last=self.channels_last)
             yield {"face": face, "context": context, "label": batch["label"], "path": batch["path"],
                    "has_face": batch["has_face"]}
+
+
+def _skip_unreadable(ds, root: Path, split: str) -> None:
+    """--skip-bad: drop undecodable images from ``ds``, saying how many and which."""
+    import logging
+
+    dropped = ds.drop_unreadable()
+    if dropped:
+        examples = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        logging.getLogger("glamor_fast").warning(
+            "skipped %d unreadable image(s) of %d in %s/%s (--skip-bad): %s",
+            len(dropped), len(dropped) + len(ds), root, split, examples)
+    if len(ds) == 0:
+        raise ValueError(f"no readable images left in {root}/{split} after --skip-bad")
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -1,10 +1,12 @@
-"""Per-epoch metric logs: metrics.csv and metrics.json, rewritten atomically after every epoch."""
+"""Output files: per-epoch metric logs (metrics.csv/json), atomic text writes, an early writability check."""
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -14,6 +16,37 @@ def atomic_write_text(path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def atomic_savefig(fig, path) -> Path:
+    """fig.savefig to a temporary name beside ``path`` (format from its suffix), then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_writable_dir(path, what: str = "--out-dir") -> Path:
+    """Create folder ``path`` if needed and prove a file can be written there, before any work starts.
+
+    Raises NotADirectoryError, PermissionError or another OSError naming ``what`` and the folder.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, f"{what} is not a folder", str(path)) from None
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"{what} is not writable ({exc.strerror})", str(path)) from None
+    return path
 
 
 def write_metric_logs(out_dir, history: list[dict], extra: dict) -> None:

@@ -58,6 +58,9 @@ class EpochProgress:
     epoch: int = 0
     batches_done: int = 0   # batches of this epoch folded into an optimizer step
     global_step: int = 0    # optimizer steps since the start of training
+    # (loss sum, correct, samples) of this epoch's batches up to batches_done, on this rank: saved in
+    # a Ctrl-C checkpoint so that the resumed epoch's metrics row covers the whole epoch
+    partial: tuple = (0.0, 0.0, 0.0)
 
 
 StepHook = Callable[[EpochProgress, float, nn.Module], None]
@@ -66,8 +69,11 @@ StepHook = Callable[[EpochProgress, float, nn.Module], None]
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     scaler: Optional[torch.amp.GradScaler], cfg: TrainConfig, device: torch.device,
                     info: DistInfo, progress: EpochProgress, start_batch: int = 0,
-                    on_step: Optional[StepHook] = None) -> dict:
+                    on_step: Optional[StepHook] = None, carried: tuple = (0.0, 0.0, 0.0)) -> dict:
     """Train over ``loader`` (already positioned at ``start_batch``); returns train_loss, train_acc.
+
+    ``carried``: (loss sum, correct, samples) of the batches before ``start_batch`` (a resumed
+    epoch), added in so that the returned metrics cover the whole epoch.
 
     Gradient accumulation: an optimizer step every cfg.accum_steps batches (and at the end of
     the epoch); each batch's loss is divided by the size of its accumulation group, so a short
@@ -79,7 +85,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     if cfg.max_batches_per_epoch is not None:
         n_total = min(n_total, cfg.max_batches_per_epoch)
     accum = cfg.accum_steps
-    loss_sum = correct = count = 0.0
+    loss_sum, correct, count = (float(v) for v in carried)
+    progress.partial = (loss_sum, correct, count)
     bar = tqdm(total=n_total, initial=start_batch, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
                disable=not (cfg.progress and info.is_main), leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
@@ -128,6 +135,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             optimizer.zero_grad(set_to_none=True)
             progress.batches_done = i + 1
             progress.global_step += 1
+            progress.partial = (loss_sum, correct, count)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if on_step is not None:
                 on_step(progress, loss.item(), model)

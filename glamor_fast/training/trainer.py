@@ -97,6 +97,7 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
     start_epoch, start_batch, global_step = 0, 0, 0
+    carried = (0.0, 0.0, 0.0)  # train metrics of a resumed epoch's batches before the resume point
     best_metric, best_epoch, history = -1.0, -1, []
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume, map_location=device)
@@ -111,6 +112,8 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
             raise CheckpointError(f"cannot resume optimizer/scheduler state from {cfg.resume} "
                                   f"({type(exc).__name__}: {exc}); was it saved with another --optimizer?") from None
         start_epoch, start_batch = int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0))
+        if start_batch and ckpt.get("epoch_partial") and info.world_size == 1:
+            carried = tuple(float(v) for v in ckpt["epoch_partial"])
         global_step = int(ckpt.get("global_step", 0))
         best_metric, best_epoch = float(ckpt.get("best_metric", -1.0)), int(ckpt.get("best_epoch", -1))
         history = list(ckpt.get("history", []))
@@ -136,6 +139,8 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
             "epoch": epochs_done, "step_in_epoch": step_in_epoch, "global_step": progress.global_step,
             "config": cfg.to_dict(), "class_names": list(class_names), "best_metric": best_metric,
             "best_epoch": best_epoch, "history": history, "data_root": str(root),
+            # the interrupted epoch's running train metrics; exact for one process (rank 0's share under DDP)
+            "epoch_partial": list(progress.partial) if step_in_epoch and info.world_size == 1 else None,
         }
 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -150,7 +155,8 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
             seed_everything(cfg.seed, epoch, info.rank, skip)
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(model, loader, optimizer, scaler, cfg, device, info, progress, skip, on_step)
+            stats = train_one_epoch(model, loader, optimizer, scaler, cfg, device, info, progress, skip, on_step,
+                                    carried if epoch == start_epoch else (0.0, 0.0, 0.0))
             scheduler.step()
             average_buffers(unwrap(model), info)
             epoch_trained = True

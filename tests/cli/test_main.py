@@ -40,8 +40,11 @@ def test_train_defaults_are_the_authors_and_flags_reach_the_config():
     from glamor_fast.cli.train import config_from_args
     from glamor_fast.training import TrainConfig
 
+    import dataclasses
+
     parser = build_parser()
-    assert config_from_args(parser.parse_args(["train"])) == TrainConfig()
+    # --progress defaults to "on a terminal" (tests/cli/test_progress.py); the rest is TrainConfig's
+    assert dataclasses.replace(config_from_args(parser.parse_args(["train"])), progress=True) == TrainConfig()
     d = TrainConfig()
     assert (d.optimizer, d.lr, d.momentum, d.milestones, d.gamma, d.epochs) == ("sgd", 5e-4, 0.9, [25, 40], 0.1, 60)
     cfg = config_from_args(parser.parse_args(
@@ -65,6 +68,8 @@ def test_quickstart_and_ablation_on_a_tiny_setting(tmp_path, capsys):
     """The main job end to end (tiny data, one epoch), then a two-setting ablation table."""
     import json
 
+    import torch
+
     common = ["--data-root", str(tmp_path / "data"), "--num-train", "21", "--num-test", "7", "--epochs", "1",
               "--batch-size", "8", "--no-progress", "--backend", "reference"]
     assert main(["quickstart", *common, "--out-dir", str(tmp_path / "qs")]) == 0
@@ -75,6 +80,9 @@ def test_quickstart_and_ablation_on_a_tiny_setting(tmp_path, capsys):
         assert Path(summary[key]).is_file()
     assert set(summary["figures"]) == {"attention_maps", "predictions"}
     assert summary["test_images"] == 7 and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert (summary["device"], summary["gla_backend"]) == ("cpu" if not torch.cuda.is_available() else "cuda:0",
+                                                           "reference")
+    assert "GLA backend reference" in out and f"{summary['torch_threads']} threads" in out
 
     ab = ["ablation", *common, "--out-dir", str(tmp_path / "ab"), "--models", "face", "context-masked-none"]
     assert main(ab) == 0

@@ -273,6 +273,9 @@ def profile_split(preset: str, batch: int, backend: str) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer settings and steps")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="CPU: glibc keeps freed memory for reuse, as `train` does by default "
+                             "(glamor_fast.training.allocator)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--preset", default="glamor-net")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -295,15 +298,20 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench.model: --device cuda but torch sees no CUDA device")
+    kept = False
+    if args.keep_freed_memory and device.type == "cpu":
+        from glamor_fast.training.allocator import keep_freed_memory
+
+        kept = keep_freed_memory()
     names, skipped = select_backends(device, args.backends)
-    backends = ["reference" if n == "eager" else n for n in names if n != "compile"]
+    backends = ["reference" if n == "eager" else n for n in names if n in BACKEND_MODULES or n == "eager"]
     for n in backends:
         if n not in BACKEND_MODULES:
             raise SystemExit(f"bench.model: unknown GLA backend {n!r}")
     steps = args.steps or (4 if args.quick else 10)
     t_start = time.perf_counter()
     meta = {**machine_info(args.threads), "argv": sys.argv, "batch": args.batch, "preset": args.preset,
-            "steps": steps, "backends": backends, "skipped": skipped}
+            "steps": steps, "backends": backends, "skipped": skipped, "keep_freed_memory": kept}
     print(f"GLAMOR-Net ({args.preset}) batch {args.batch}, {args.threads} threads, {meta['cpu_model']}, "
           f"load {meta['load_average']}; GLA backends {backends}" +
           "".join(f"\n  skipped {k}: {v}" for k, v in skipped.items()))

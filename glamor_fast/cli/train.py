@@ -75,6 +75,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N (default %(default)s)")
     g.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default: PyTorch's)")
     _bool_flag(g, "channels-last", d.channels_last, "keep the model in channels_last memory (faster on CPU)")
+    _bool_flag(g, "keep-freed-memory", d.keep_freed_memory,
+               "CPU: glibc keeps freed memory for reuse instead of re-mapping large blocks every step "
+               "(about 1.4x faster training here; the process keeps its peak memory)")
     g.add_argument("--out-dir", default=d.out_dir, help="checkpoints and logs (default %(default)s)")
     g.add_argument("--resume", default=d.resume, metavar="CHECKPOINT", help="continue from a last.pt/best.pt")
     g.add_argument("--overwrite", action="store_true",

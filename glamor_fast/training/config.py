@@ -60,6 +60,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None       # torch.set_num_threads, None: leave PyTorch's choice
     channels_last: bool = True          # model in channels_last memory (faster convs and fused blocks)
+    keep_freed_memory: bool = True      # CPU: glibc keeps freed memory for reuse (training/allocator.py)
     out_dir: str = "runs/train"
     resume: Optional[str] = None
     progress: bool = True

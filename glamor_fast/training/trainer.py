@@ -80,6 +80,10 @@ def train(cfg: TrainConfig, on_step: Optional[StepHook] = None) -> TrainResult:
 def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> TrainResult:
     device = resolve_device(cfg.device, info)
     check_amp(cfg.amp, device)
+    if cfg.keep_freed_memory and device.type == "cpu":
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
     out_dir = Path(cfg.out_dir)
     root = resolve_data_root(cfg, info)
     train_ds, val_ds, val_desc, class_names = build_datasets(root, cfg)

@@ -92,3 +92,13 @@ def test_quickstart_and_ablation_on_a_tiny_setting(tmp_path, capsys):
     capsys.readouterr()
     assert main(ab) == 0  # finished settings are reused, not retrained
     assert capsys.readouterr().out.count("reusing") == 2
+
+    seeds = ["ablation", *common, "--out-dir", str(tmp_path / "seeds"), "--models", "face", "--seeds", "0", "1"]
+    assert main(seeds) == 0
+    table = (tmp_path / "seeds" / "ablation.md").read_text()
+    rows = json.loads((tmp_path / "seeds" / "ablation.json").read_text())
+    accs = rows[0]["test_accuracy"]
+    assert len(accs) == 2 and rows[0]["seeds"] == [0, 1]
+    import statistics
+    want = f"{100 * statistics.mean(accs):.2f} ± {100 * statistics.stdev(accs):.2f}%"
+    assert f"| (i) face only | w/F | {want} |" in table and "mean ± sample standard deviation of 2 runs" in table

@@ -481,3 +481,20 @@ def test_kernels_compile_without_spills():
 def test_interpreter_flag_matches_environment():
     """The kernels were defined under the interpreter exactly when the tests run on the CPU."""
     assert kernels.INTERPRET == (os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@pytest.mark.parametrize("name", ["n1", "one_hot", "one_hot_multi_tile"])
+def test_exact_zero_gradients_stay_exactly_zero(name):
+    """delta is summed from the same per-cell terms as ds (and a is the saved fp32 softmax), so
+    where PyTorch's face, W1, b1 and w2 gradients are exactly 0 (one cell, a one-hot softmax),
+    the Triton backend's are too."""
+    from tests.ops.test_cpp import _exact_zero_cases
+    from tests.ops.test_cpp import _run as run_cpu
+
+    x = [None if t is None else t.to(DEVICE) for t in _exact_zero_cases()[name]]
+    p, a, g, gp, ga = run_cpu(lambda *t: gla(*t, backend="triton"), x)
+    rp, ra, rg, _, _ = run_cpu(gla_reference, x, gp, ga)
+    assert ((a == 0) | (a == 1)).all() and (ra == a).all(), "the case must be exactly one-hot"
+    for i, what in ((0, "face"), (2, "w1"), (3, "b1"), (4, "w2")):
+        assert (rg[i] == 0).all(), f"PyTorch's {what} gradient is exactly 0 here"
+        assert (g[i] == 0).all(), f"grad {what}: max |g| = {g[i].abs().max().item():.3g}, not exactly 0"

@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.helpers import free_port, set_process_group_env
 from tests.tiny_training import tiny_config, tiny_dataset
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, data_root: str, out_dir: str, result_dir: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    set_process_group_env(rank, world, port)
     from glamor_fast.training import train
 
     result = train(tiny_config(data_root, out_dir, threads=1, max_batches_per_epoch=2, epochs=1))
@@ -33,7 +26,7 @@ def test_two_process_gloo_run_agrees(tmp_path):
     data = tiny_dataset(tmp_path / "builtin")
     results = tmp_path / "results"
     results.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(results)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path / "run"), str(results)), nprocs=2, join=True)
     r0, r1 = (torch.load(results / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k

@@ -1,24 +1,17 @@
 """DDP over the cache: two gloo processes see every training sample exactly once per epoch."""
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.helpers import free_port, set_process_group_env
 from tests.data.conftest import write_frames_tree
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, cache: str, out_dir: str, result_dir: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    set_process_group_env(rank, world, port)
     from glamor_fast.training import TrainConfig, loop, train
 
     seen, real = [], loop.forward_batch
@@ -44,7 +37,7 @@ def test_two_gloo_processes_see_each_cached_sample_once_per_epoch(tmp_path):
     prepare_cache(root, tmp_path / "cache", workers=1, progress=False)
     results = tmp_path / "results"
     results.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "cache"), str(tmp_path / "run"), str(results)),
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "cache"), str(tmp_path / "run"), str(results)),
              nprocs=2, join=True)
     ranks = [json.loads((results / f"rank{r}.json").read_text()) for r in (0, 1)]
     train_all = sorted(str(p.relative_to(root)) for p in (root / "train").rglob("*.png"))

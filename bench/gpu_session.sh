@@ -13,7 +13,7 @@ echo "build: $(( $(date +%s) - t0 )) s"
 # kernels/ installs as glamor_fast.kernels; in a bare checkout the backend finds it as kernels.gla
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "from glamor_fast.ops import _ext; print('ext error:', _ext.load_error(), 'CUDA kernels:', _ext.has_kernel('CUDA'))"
-timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=120 -rfE "$@" 2>&1 | tee "$OUT/pytest_gpu.log" | tail -60
-timeout ${GLA_S:-150} python3 -m bench.gla --device cuda --quick --json "$OUT/gla_cuda.json" 2>&1 | tee "$OUT/bench_gla.log" | tail -40
+GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=120 -rfE "$@" 2>&1 | tee "$OUT/pytest_gpu.log" | tail -60
 timeout ${MODEL_S:-150} python3 -m bench.model --device cuda --quick --json "$OUT/model_cuda.json" 2>&1 | tee "$OUT/bench_model.log" | tail -30
+timeout ${GLA_S:-150} python3 -m bench.gla --device cuda --quick --json "$OUT/gla_cuda.json" 2>&1 | tee "$OUT/bench_gla.log" | tail -40
 echo "session: $(( $(date +%s) - t0 )) s"

@@ -501,7 +501,7 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
         pooled32 = (weight.unsqueeze(-1) * acc).sum(dim=1) / l_tot.unsqueeze(-1)
         lse = m_max.squeeze(1) + torch.log(l_tot)
         scores = torch.exp(scores - m_max) / l_tot.unsqueeze(1)     # the fp32 softmax
-        attn = scores.to(dtype).view(B, H, W)
+        attn = scores.to(dtype, copy=True).view(B, H, W)  # a custom op's outputs may not alias
         pooled = pooled32.to(dtype, copy=True)
     return pooled, attn, lse, scores, u, pooled32
 

@@ -148,15 +148,18 @@ gla_forward_merge_kernel(Cells cs, ForwardOut out) {
     for (int64_t ch = 0; ch < chunks; ++ch) acc += exp_acc(st[ch * (Dc + 2) + Dc] - m) * st[ch * (Dc + 2) + c];
     static_cast<T*>(out.pooled)[b * Dc + c] = from_acc<T>(acc / l);
   }
-  const A lse = m + log(l);
-  if (threadIdx.x == 0) static_cast<A*>(out.lse)[b] = lse;
+  if (threadIdx.x == 0) static_cast<A*>(out.lse)[b] = m + log(l);
+  // exp(s - m) / l, not exp(s - lse): lse is rounded at |lse|, which would scale every
+  // probability by the same relative error (~1e-7 in float32, ~1e-4 for scores ~1e3).
   const A* scores = static_cast<const A*>(out.scores) + b * N;
   for (int64_t i = threadIdx.x; i < N; i += kThreads)
-    static_cast<T*>(out.attn)[b * N + i] = from_acc<T>(exp_acc(scores[i] - lse));
+    static_cast<T*>(out.attn)[b * N + i] = from_acc<T>(exp_acc(scores[i] - m) / l);
 }
 
 // Backward, one block per (chunk, b). Shared: v [kWarps][Dc], dz [kWarps][Hd],
-// vec [kWarps][4 Hd] (dw2, dgamma, dbeta, du; each lane owns its k entries: no races).
+// vec [kWarps][4 Hd] (dw2, dgamma, dbeta, du; each lane owns its k entries: no races), summed in
+// double: they are sums over all B*N cells, and sequential float sums missed the float32 bound
+// (twice PyTorch's error) on an H100 (hidden_scale grad, B=3, N=49).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 gla_backward_chunk_kernel(Cells cs, Weights w, BackwardIn in, BackwardOut out) {
@@ -164,7 +167,7 @@ gla_backward_chunk_kernel(Cells cs, Weights w, BackwardIn in, BackwardOut out) {
   const int64_t N = cs.H * cs.W, chunks = chunks_of(N), Hd = w.Hd, Dc = cs.Dc;
   A* v_all = reinterpret_cast<A*>(smem_raw);
   A* dz_all = v_all + kWarps * Dc;
-  A* vec_all = dz_all + kWarps * Hd;
+  double* vec_all = reinterpret_cast<double*>(dz_all + kWarps * Hd);  // kWarps even: 8-byte aligned
   const int64_t b = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const int64_t n0 = chunk * kChunk;
   const int cnt = static_cast<int>(N - n0 < kChunk ? N - n0 : kChunk);
@@ -180,7 +183,7 @@ gla_backward_chunk_kernel(Cells cs, Weights w, BackwardIn in, BackwardOut out) {
   const A delta = static_cast<const A*>(in.delta)[b];
   A* v = v_all + warp * Dc;
   A* dz = dz_all + warp * Hd;
-  A* vec = vec_all + warp * 4 * Hd;
+  double* vec = vec_all + warp * 4 * Hd;
   for (int64_t i = lane; i < 4 * Hd; i += 32) vec[i] = 0;
   for (int jj = warp; jj < cnt; jj += kWarps) {
     const int64_t n = n0 + jj;
@@ -197,7 +200,9 @@ gla_backward_chunk_kernel(Cells cs, Weights w, BackwardIn in, BackwardOut out) {
     A gv_part = 0;
     for (int64_t c = lane; c < Dc; c += 32) gv_part += gp[c] * v[c];
     const A gv = warp_sum(gv_part);
-    const A a = exp_acc(s - lse);
+    // float32/float64: the forward's probabilities (see the merge kernel); 16-bit attn is rounded,
+    // so recompute from the float32 lse there.
+    const A a = in.attn != nullptr ? static_cast<const A*>(in.attn)[b * N + n] : exp_acc(s - lse);
     const A ds = a * (gv + static_cast<const A*>(in.ga)[b * N + n] - delta);
     for (int64_t k = lane; k < Hd; k += 32) {
       const A z = dz[k];
@@ -231,9 +236,9 @@ gla_backward_chunk_kernel(Cells cs, Weights w, BackwardIn in, BackwardOut out) {
     __syncwarp();
   }
   __syncthreads();
-  A* dst = static_cast<A*>(out.vec) + (b * chunks + chunk) * 4 * Hd;
+  double* dst = static_cast<double*>(out.vec) + (b * chunks + chunk) * 4 * Hd;
   for (int64_t i = threadIdx.x; i < 4 * Hd; i += kThreads) {
-    A acc = 0;
+    double acc = 0;
     for (int wp = 0; wp < kWarps; ++wp) acc += vec_all[wp * 4 * Hd + i];
     dst[i] = acc;
   }
@@ -260,7 +265,7 @@ template <typename T, typename A>
 int backward_typed(const Cells& cs, const Weights& w, const BackwardIn& in, const BackwardOut& out,
                    cudaStream_t stream) {
   const int64_t N = cs.H * cs.W;
-  const size_t smem = kWarps * (cs.Dc + 5 * w.Hd) * sizeof(A);
+  const size_t smem = kWarps * ((cs.Dc + w.Hd) * sizeof(A) + 4 * w.Hd * sizeof(double));
   cudaError_t err = allow_smem(gla_backward_chunk_kernel<T, A>, smem);
   if (err != cudaSuccess) return err;
   gla_backward_chunk_kernel<T, A><<<static_cast<unsigned>(cs.B * chunks_of(N)), kThreads, smem, stream>>>(

@@ -44,13 +44,14 @@ struct BackwardIn {
   const void* ga;     // (B, N) acc, contiguous
   const void* delta;  // (B) acc: gp . pooled + sum_i a_i ga_i - g_lse
   const void* lse;    // (B) acc
+  const void* attn;   // (B, N) acc, contiguous: the forward's probabilities, or nullptr (16-bit)
 };
 
 struct BackwardOut {
   void* dctx;  // (B, Dc, H, W) storage dtype with strides below, or nullptr
   int64_t sb, sc, sh, sw;
   void* dz;    // (B * N, Hd) acc: dL/dz per cell, or nullptr (then dW1c is not wanted)
-  void* vec;   // (B, chunks, 4 * Hd) acc: per-block sums of dw2, dgamma, dbeta, du
+  void* vec;   // (B, chunks, 4 * Hd) float64: per-block sums of dw2, dgamma, dbeta, du
 };
 
 // Both return 0 or a cudaError_t value.

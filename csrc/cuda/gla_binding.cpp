@@ -155,15 +155,18 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
     dz = at::empty({d.B * d.N, d.Hd}, aopts);
     out.dz = dz.data_ptr();
   }
-  auto vec = at::empty({d.B, num_chunks(d.N), 4 * d.Hd}, aopts);
+  auto vec = at::empty({d.B, num_chunks(d.N), 4 * d.Hd}, aopts.dtype(at::kDouble));
   out.vec = vec.data_ptr();
-  BackwardIn in{gp.data_ptr(), ga.data_ptr(), delta.data_ptr(), lse_k.data_ptr()};
+  // Where attn is stored in the accumulation type its values are the kernel's probabilities.
+  auto probs = st == at_ ? attn.reshape({d.B, d.N}).contiguous() : at::Tensor();
+  BackwardIn in{gp.data_ptr(), ga.data_ptr(), delta.data_ptr(), lse_k.data_ptr(),
+                probs.defined() ? probs.data_ptr() : nullptr};
   check_launch(gla_backward_launch(dtype_tag(st), make_cells(context, d), make_weights(p, d), in,
                                    out, c10::cuda::getCurrentCUDAStream().stream()),
                "gla_backward kernel");
-  auto per_b = vec.sum(1);                      // (B, 4 Hd), fixed-order reductions
-  auto du = per_b.narrow(1, 3 * d.Hd, d.Hd);    // (B, Hd)
-  auto totals = per_b.narrow(1, 0, 3 * d.Hd).sum(0);
+  auto per_b = vec.sum(1);                            // (B, 4 Hd) float64, fixed-order reductions
+  auto du = per_b.narrow(1, 3 * d.Hd, d.Hd).to(at_);  // (B, Hd)
+  auto totals = per_b.narrow(1, 0, 3 * d.Hd).sum(0).to(at_);
   auto out_t = [&](const at::Tensor& t, bool n) { return n ? t.to(st) : none(); };
   at::Tensor gw1 = none();
   if (needs_grad[2]) {

@@ -41,4 +41,7 @@ TORCH_LIBRARY(glamor_fast, m) {
   m.def(
       "bn_relu_pool_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, Tensor idx, Tensor xp, "
       "Tensor mean, Tensor var, float eps) -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+  // ReLU -> MaxPool2d(2) for inference (csrc/cpu/relu_pool.cpp): (N, C, H/2, W/2) in x's memory
+  // format, no indices, no autograd (glamor_fast/ops/relu_pool.py routes gradients elsewhere).
+  m.def("relu_pool(Tensor x) -> Tensor");
 }

@@ -7,7 +7,12 @@ Pairs found: adjacent (Conv2d, BatchNorm2d) children of an nn.Sequential (conv5 
 CAER-Net's attention scorer, ResNet downsample branches) and attribute pairs named
 ``conv<k>``/``bn<k>`` on one module (ResNet stem and BasicBlocks). GLA's hidden-layer
 BatchNorm is already folded by the op in eval mode. A fused encoder block
-(``FusedBNReLUPool2d``) after a Conv2d folds the same way and leaves its ReLU and 2x2 max-pool.
+(``FusedBNReLUPool2d``) after a Conv2d folds the same way and leaves its ReLU and 2x2 max-pool
+as one ``ReLUMaxPool2d`` (glamor_fast.ops.relu_pool: one pass, no indices).
+
+``fuse_relu_pool(model)``: a copy in which every nn.ReLU directly followed by an
+nn.MaxPool2d(2) in an nn.Sequential becomes one ``ReLUMaxPool2d`` (and an Identity).
+``optimize_for_inference`` does both.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import copy
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from glamor_fast.ops.relu_pool import ReLUMaxPool2d
 
 from .encoders import FusedBNReLUPool2d
 
@@ -28,8 +35,17 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 def _after_fold(bn: nn.Module) -> nn.Module:
     """What stays of ``bn`` once folded into its conv: nothing, or a fused block's ReLU and pool."""
     if isinstance(bn, FusedBNReLUPool2d):
-        return nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        return ReLUMaxPool2d()
     return nn.Identity()
+
+
+def _sequential_pairs(model: nn.Module):
+    """(sequential, name_a, name_b) for every two adjacent children of every nn.Sequential."""
+    for module in list(model.modules()):
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                yield module, a, b
 
 
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -39,15 +55,13 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
                          "training-mode BatchNorm uses batch statistics and cannot be folded")
     model = copy.deepcopy(model)
     folded = 0
+    for module, a, b in _sequential_pairs(model):
+        conv, bn = module._modules[a], module._modules[b]
+        if _foldable(conv, bn):
+            module._modules[a] = fuse_conv_bn_eval(conv, bn)
+            module._modules[b] = _after_fold(bn)
+            folded += 1
     for module in model.modules():
-        if isinstance(module, nn.Sequential):
-            names = list(module._modules)
-            for a, b in zip(names, names[1:]):
-                conv, bn = module._modules[a], module._modules[b]
-                if _foldable(conv, bn):
-                    module._modules[a] = fuse_conv_bn_eval(conv, bn)
-                    module._modules[b] = _after_fold(bn)
-                    folded += 1
         for name, child in list(module._modules.items()):
             if name.startswith("conv"):
                 bn_name = "bn" + name[len("conv"):]
@@ -59,12 +73,32 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     return model, folded
 
 
+def _is_pool2(m: nn.Module) -> bool:
+    """nn.MaxPool2d(2) exactly: 2x2 windows, stride 2, no padding or dilation, floor, no indices."""
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    return (type(m) is nn.MaxPool2d and pair(m.kernel_size) == (2, 2) and pair(m.stride) == (2, 2)
+            and pair(m.padding) == (0, 0) and pair(m.dilation) == (1, 1) and not m.ceil_mode
+            and not m.return_indices)
+
+
+def fuse_relu_pool(model: nn.Module) -> tuple[nn.Module, int]:
+    """(copy of ``model`` with ReLU -> MaxPool2d(2) pairs fused into ReLUMaxPool2d, pairs fused)."""
+    model = copy.deepcopy(model)
+    fused = 0
+    for module, a, b in _sequential_pairs(model):
+        if type(module._modules[a]) is nn.ReLU and _is_pool2(module._modules[b]):
+            module._modules[a], module._modules[b] = ReLUMaxPool2d(), nn.Identity()
+            fused += 1
+    return model, fused
+
+
 def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """An eval-mode copy of ``model`` with Conv2d+BatchNorm2d pairs folded and, by default,
-    channels_last weights (feed it channels_last images too:
+    """An eval-mode copy of ``model`` with Conv2d+BatchNorm2d pairs folded, ReLU+MaxPool2d(2)
+    pairs as one ``ReLUMaxPool2d`` and, by default, channels_last weights (feed it channels_last images too:
     ``img.contiguous(memory_format=torch.channels_last)``). Same logits up to rounding.
     """
     folded, _ = fold_batchnorm(copy.deepcopy(model).eval())  # the caller's model keeps its mode
+    folded, _ = fuse_relu_pool(folded)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
     return folded

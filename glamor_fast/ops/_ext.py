@@ -43,6 +43,15 @@ def load_error() -> Optional[str]:
     return _LOAD_ERROR
 
 
+def cpu_kernel_missing(op: str) -> Optional[str]:
+    """None when glamor_fast._C registered a CPU kernel for ``glamor_fast::<op>``, else why not."""
+    if _LOAD_ERROR is not None:
+        return _LOAD_ERROR
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(f"glamor_fast::{op}", "CPU"):
+        return f"glamor_fast._C has no {op} kernel; rebuild it: {BUILD_HINT}"
+    return None
+
+
 def has_kernel(dispatch_key: str) -> bool:
     """Whether glamor_fast._C registered kernels for ``dispatch_key`` ("CPU" or "CUDA")."""
     if _C is None:

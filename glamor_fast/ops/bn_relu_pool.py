@@ -84,15 +84,7 @@ def _register_cpp() -> None:
     register_block_autograd("glamor_fast::bn_relu_pool_forward", torch.ops.glamor_fast.bn_relu_pool_backward)
 
 
-def _cpp_reason() -> Optional[str]:
-    if _ext.load_error() is not None:
-        return _ext.load_error()
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("glamor_fast::bn_relu_pool_forward", "CPU"):
-        return f"glamor_fast._C has no bn_relu_pool kernel; rebuild it: {_ext.BUILD_HINT}"
-    return None
-
-
-_CPP_REASON = _cpp_reason()  # fixed at import, so torch.compile traces the dispatch as a constant
+_CPP_REASON = _ext.cpu_kernel_missing("bn_relu_pool_forward")  # fixed at import, so torch.compile traces the dispatch as a constant
 
 
 def cpp_available() -> Optional[str]:

@@ -4,6 +4,9 @@ import torch
 from torch import nn
 
 from glamor_fast import build_model, fold_batchnorm, optimize_for_inference
+from glamor_fast.models.encoders import Conv5Encoder
+from glamor_fast.models.speed import fuse_relu_pool
+from glamor_fast.ops.relu_pool import ReLUMaxPool2d
 
 
 def _trained_like(name):
@@ -34,3 +37,30 @@ def test_folding_keeps_logits_and_removes_batchnorm2d(name):
 def test_folding_refuses_training_mode():
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(build_model("glamor-net").train())
+
+
+@pytest.mark.parametrize("fused_blocks", [True, False])
+def test_every_encoder_pool_runs_as_one_relu_pool(fused_blocks):
+    """Both encoder layouts end with four ReLUMaxPool2d each after optimize_for_inference, and
+    the 5-layer encoder's output is unchanged (max and ReLU are exact: only the fold rounds)."""
+    torch.manual_seed(0)
+    enc = Conv5Encoder(fused_blocks=fused_blocks)
+    enc(torch.randn(4, 3, 32, 32))  # training step: move the running statistics
+    enc.eval()
+    fast = optimize_for_inference(enc)
+    assert sum(isinstance(m, ReLUMaxPool2d) for m in fast.modules()) == 4
+    assert not any(isinstance(m, nn.MaxPool2d) for m in fast.modules())
+    x = torch.randn(2, 3, 33, 35)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), enc(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_relu_pool_leaves_other_pools():
+    seq = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+                        nn.ReLU(), nn.MaxPool2d(2))
+    fused, n = fuse_relu_pool(seq)
+    assert n == 1 and isinstance(fused[4], ReLUMaxPool2d) and isinstance(fused[5], nn.Identity)
+    assert isinstance(seq[4], nn.ReLU)  # the caller's model is untouched
+    x = torch.randn(2, 3, 29, 31)
+    torch.testing.assert_close(fused(x), seq(x), rtol=0, atol=0)

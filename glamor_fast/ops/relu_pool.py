@@ -1,0 +1,61 @@
+"""ReLU -> MaxPool2d(2) in one pass, for inference: what is left of an encoder block once its
+BatchNorm is folded into the conv (``optimize_for_inference``).
+
+Maths: y = maxpool2x2(relu(x)) = relu(maxpool2x2(x)), x (N, C, H, W) -> y (N, C, H//2, W//2),
+floored; a NaN in a window gives NaN. Output memory format follows x.
+
+``relu_pool(x)`` runs the ``cpp`` kernel (csrc/cpu/relu_pool.cpp: one read of x, one write of y,
+no indices) for CPU float32/float64 tensors that need no gradient; otherwise the literal
+``F.max_pool2d(F.relu(x), 2)``: on CUDA (cuDNN's ops), for other dtypes, and whenever autograd
+records (the kernel keeps no argmax, so it has no backward). ``relu_pool_backend(x)`` says which.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _ext
+
+
+_CPP_REASON = _ext.cpu_kernel_missing("relu_pool")  # fixed at import, so torch.compile traces the dispatch as a constant
+
+if _CPP_REASON is None:
+    @torch.library.register_fake("glamor_fast::relu_pool")
+    def _fake(x):
+        N, C, H, W = x.shape
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+            else torch.contiguous_format
+        return torch.empty((N, C, H // 2, W // 2), dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def relu_pool_reference(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(F.relu(x), 2)
+
+
+def relu_pool_backend(x: torch.Tensor) -> str:
+    """"cpp" or "reference": what ``relu_pool(x)`` runs for this tensor in the current grad mode."""
+    if (_CPP_REASON is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not (x.requires_grad and torch.is_grad_enabled())):
+        return "cpp"
+    return "reference"
+
+
+def relu_pool(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H//2, W//2): ``max_pool2d(relu(x), 2)``; see the module docstring."""
+    if x.dim() != 4:
+        raise ValueError(f"relu_pool: x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[2] < 2 or x.shape[3] < 2:
+        raise ValueError(f"relu_pool: H and W must be >= 2 for a 2x2 pool, got x {tuple(x.shape)}")
+    if relu_pool_backend(x) == "cpp":
+        return torch.ops.glamor_fast.relu_pool(x)
+    return relu_pool_reference(x)
+
+
+class ReLUMaxPool2d(nn.Module):
+    """``nn.ReLU`` followed by ``nn.MaxPool2d(2)`` as one module (no parameters): ``relu_pool``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu_pool(x)

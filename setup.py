@@ -20,7 +20,8 @@ def extension_modules():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags = opt + ["-std=c++20", "-fopenmp", "-DNDEBUG" if not debug else "-UNDEBUG"]
     sources = [os.path.join(csrc, "glamor_fast.cpp"), os.path.join(csrc, "cpu", "gla.cpp"),
-               os.path.join(csrc, "cpu", "bn_relu_pool.cpp"), os.path.join(csrc, "cpu", "relu_pool.cpp")]
+               os.path.join(csrc, "cpu", "bn_relu_pool.cpp"), os.path.join(csrc, "cpu", "relu_pool.cpp"),
+               os.path.join(csrc, "cpu", "stem_conv.cpp")]
     with_cuda = (torch.cuda.is_available() or torch.version.cuda is not None) and (
         cpp_extension.CUDA_HOME is not None
     )

@@ -44,4 +44,8 @@ TORCH_LIBRARY(glamor_fast, m) {
   // ReLU -> MaxPool2d(2) for inference (csrc/cpu/relu_pool.cpp): (N, C, H/2, W/2) in x's memory
   // format, no indices, no autograd (glamor_fast/ops/relu_pool.py routes gradients elsewhere).
   m.def("relu_pool(Tensor x) -> Tensor");
+  // The first encoder layer for inference (csrc/cpu/stem_conv.cpp): conv 3x3, stride 1, zero
+  // padding 1, Cin <= 4, Cout a multiple of 16, + bias -> ReLU -> MaxPool2d(2); float32;
+  // y (N, Cout, H/2, W/2) channels_last. No autograd.
+  m.def("stem_conv_relu_pool(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }

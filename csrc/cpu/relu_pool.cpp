@@ -13,17 +13,15 @@
 
 #include <cstdint>
 
+#include "cpu/pool_math.h"
+
 namespace {
+
+using glamor_fast::cpu::nan_max;
+using glamor_fast::cpu::relu_of;
 
 #define RP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define RP_INLINE inline __attribute__((always_inline))
-
-// max with NaN winning (written as compare + select so that it vectorises).
-template <typename T>
-RP_INLINE T nan_max(T m, T v) { return (v > m || v != v) ? v : m; }
-
-template <typename T>
-RP_INLINE T relu_of(T m) { return (m > T(0) || m != m) ? m : T(0); }
 
 // One output row, channels_last: x0/x1 the two input rows (W*C each), y the output row (OW*C).
 template <typename T>

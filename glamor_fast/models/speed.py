@@ -12,7 +12,9 @@ as one ``ReLUMaxPool2d`` (glamor_fast.ops.relu_pool: one pass, no indices).
 
 ``fuse_relu_pool(model)``: a copy in which every nn.ReLU directly followed by an
 nn.MaxPool2d(2) in an nn.Sequential becomes one ``ReLUMaxPool2d`` (and an Identity).
-``optimize_for_inference`` does both.
+``fuse_stem(model)``: a copy in which a 3x3 conv over 1-4 channels directly followed by a
+``ReLUMaxPool2d`` becomes one ``Conv3x3ReLUPool2d`` (glamor_fast.ops.stem_conv: the encoders'
+first layer in one pass). ``optimize_for_inference`` does all three.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from glamor_fast.ops.relu_pool import ReLUMaxPool2d
+from glamor_fast.ops.stem_conv import Conv3x3ReLUPool2d, conv_fits
 
 from .encoders import FusedBNReLUPool2d
 
@@ -40,12 +43,15 @@ def _after_fold(bn: nn.Module) -> nn.Module:
 
 
 def _sequential_pairs(model: nn.Module):
-    """(sequential, name_a, name_b) for every two adjacent children of every nn.Sequential."""
+    """(sequential, name_a, name_b) for every two children of every nn.Sequential that follow
+    each other with at most nn.Identity children between them (what earlier fusions leave)."""
     for module in list(model.modules()):
         if isinstance(module, nn.Sequential):
             names = list(module._modules)
-            for a, b in zip(names, names[1:]):
-                yield module, a, b
+            for i, a in enumerate(names):
+                later = [b for b in names[i + 1:] if type(module._modules[b]) is not nn.Identity]
+                if later:
+                    yield module, a, later[0]
 
 
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -92,13 +98,28 @@ def fuse_relu_pool(model: nn.Module) -> tuple[nn.Module, int]:
     return model, fused
 
 
+def fuse_stem(model: nn.Module) -> tuple[nn.Module, int]:
+    """(copy of ``model`` with Conv2d (3x3, 1-4 input channels) -> ReLUMaxPool2d pairs as one
+    Conv3x3ReLUPool2d, pairs fused)."""
+    model = copy.deepcopy(model)
+    fused = 0
+    for module, a, b in _sequential_pairs(model):
+        conv = module._modules[a]
+        if type(conv) is nn.Conv2d and conv_fits(conv) and type(module._modules[b]) is ReLUMaxPool2d:
+            module._modules[a], module._modules[b] = Conv3x3ReLUPool2d.from_conv(conv), nn.Identity()
+            fused += 1
+    return model, fused
+
+
 def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
     """An eval-mode copy of ``model`` with Conv2d+BatchNorm2d pairs folded, ReLU+MaxPool2d(2)
-    pairs as one ``ReLUMaxPool2d`` and, by default, channels_last weights (feed it channels_last images too:
+    pairs as one ``ReLUMaxPool2d``, a first 3x3 conv with its ReLU and pool as one
+    ``Conv3x3ReLUPool2d`` and, by default, channels_last weights (feed it channels_last images too:
     ``img.contiguous(memory_format=torch.channels_last)``). Same logits up to rounding.
     """
     folded, _ = fold_batchnorm(copy.deepcopy(model).eval())  # the caller's model keeps its mode
     folded, _ = fuse_relu_pool(folded)
+    folded, _ = fuse_stem(folded)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
     return folded

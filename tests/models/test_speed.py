@@ -7,6 +7,7 @@ from glamor_fast import build_model, fold_batchnorm, optimize_for_inference
 from glamor_fast.models.encoders import Conv5Encoder
 from glamor_fast.models.speed import fuse_relu_pool
 from glamor_fast.ops.relu_pool import ReLUMaxPool2d
+from glamor_fast.ops.stem_conv import Conv3x3ReLUPool2d
 
 
 def _trained_like(name):
@@ -41,14 +42,16 @@ def test_folding_refuses_training_mode():
 
 @pytest.mark.parametrize("fused_blocks", [True, False])
 def test_every_encoder_pool_runs_as_one_relu_pool(fused_blocks):
-    """Both encoder layouts end with four ReLUMaxPool2d each after optimize_for_inference, and
-    the 5-layer encoder's output is unchanged (max and ReLU are exact: only the fold rounds)."""
+    """Both encoder layouts end with one Conv3x3ReLUPool2d (the first layer) and three
+    ReLUMaxPool2d after optimize_for_inference, and the 5-layer encoder's output is unchanged
+    (max and ReLU are exact: only the fold and the first layer's summation order round)."""
     torch.manual_seed(0)
     enc = Conv5Encoder(fused_blocks=fused_blocks)
     enc(torch.randn(4, 3, 32, 32))  # training step: move the running statistics
     enc.eval()
     fast = optimize_for_inference(enc)
-    assert sum(isinstance(m, ReLUMaxPool2d) for m in fast.modules()) == 4
+    assert sum(isinstance(m, ReLUMaxPool2d) for m in fast.modules()) == 3
+    assert sum(isinstance(m, Conv3x3ReLUPool2d) for m in fast.modules()) == 1
     assert not any(isinstance(m, nn.MaxPool2d) for m in fast.modules())
     x = torch.randn(2, 3, 33, 35)
     with torch.no_grad():

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-factor", type=float, default=1.1, help="Haar cascade scale step (default 1.1)")
     parser.add_argument("--min-neighbors", type=int, default=5, help="Haar cascade minNeighbors (default 5)")
     parser.add_argument("--min-size", type=int, default=20, help="smallest face side in pixels (default 20)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="report and skip images that cannot be decoded (with a count) instead of stopping")
     add_progress_argument(parser, "progress bar")
 
 
@@ -29,9 +31,12 @@ def run(args: argparse.Namespace) -> int:
     detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                                 min_size=args.min_size)
     counts = detect_faces(args.root, detector=detector, overwrite=args.overwrite,
-                          progress=show_progress(args.progress), splits=args.splits)
+                          progress=show_progress(args.progress), splits=args.splits,
+                          skip_bad=args.skip_bad)
     print(f"{counts['images']} images: {counts['detected']} faces found, {counts['no_face']} without a face, "
           f"{counts['skipped']} already had a box file; boxes in {args.root}/crop/")
+    if counts["unreadable"]:
+        print(f"skipped {counts['unreadable']} unreadable image(s) (--skip-bad); they have no box file")
     return 0
 
 

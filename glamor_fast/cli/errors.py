@@ -2,8 +2,9 @@
 
 Every command's ``main`` runs its work through ``run_reporting_errors``: a bad argument, a
 missing or unreadable file, an unwritable output folder, a bad checkpoint, a GLA backend that
-cannot run here or a diverging loss is reported as ``glamor-fast COMMAND: error: ...`` (one
-line, exit status 1); Ctrl-C exits with 130. Anything else is a bug and keeps its traceback.
+cannot run here, a missing optional dependency or a diverging loss is reported as
+``glamor-fast COMMAND: error: ...`` (one line, exit status 1); Ctrl-C exits with 130. Anything
+else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ __all__ = ["check_writable_dir", "expected_errors", "one_line", "run_reporting_e
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception types a command reports as one line."""
+    from glamor_fast.data.faces import MissingExtraError
     from glamor_fast.ops.backends import BackendUnavailableError
     from glamor_fast.training.checkpoint import CheckpointError
     from glamor_fast.training.loop import NonFiniteLossError
 
+    # MissingExtraError: an optional dependency (dlib) is not installed; its message names the extra.
     # OSError covers FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, disk full.
-    return (CheckpointError, NonFiniteLossError, BackendUnavailableError, ValueError, OSError)
+    return (CheckpointError, NonFiniteLossError, BackendUnavailableError, MissingExtraError, ValueError, OSError)
 
 
 def one_line(exc: BaseException) -> str:

@@ -5,10 +5,10 @@ import argparse
 import json
 import sys
 
-from glamor_fast.data.faces import DETECTORS, MissingExtraError
+from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.data.faces import DETECTORS
 from glamor_fast.predict.run import (DEFAULT_CHECKPOINT, DEFAULT_DETECT_SIDE, DEFAULT_EVERY, DEFAULT_MIN_FACE,
                                      JSONL_NAME)
-from glamor_fast.training.checkpoint import CheckpointError
 
 
 def _positive_int(text: str) -> int:
@@ -75,7 +75,8 @@ def _quiet_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Every input in turn: one that fails is reported (one line) and skipped; exit status 1 if any failed."""
     from glamor_fast.predict import predict
 
     if not getattr(args, "verbose", False):
@@ -91,15 +92,16 @@ def main(args: argparse.Namespace) -> int:
                          device=args.device, backend=args.backend,
                          batch_frames=args.batch_frames, detect_side=args.detect_side, min_face=args.min_face,
                          progress=args.progress or sys.stderr.isatty(), on_record=on_record, on_error=error)
-    except (CheckpointError, MissingExtraError, ValueError, OSError) as exc:
-        error(str(exc))
-        return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # say what is kept; run_reporting_errors makes it exit status 130
         error(f"interrupted: the files of finished inputs are in {args.out}; {JSONL_NAME} was not "
               "written (an older one is left as it was)")
-        return 130
+        raise
     done = len(result.outputs)
     print(f"{result.records} records in {result.jsonl}; {done} files written to {args.out}"
           + (f"; {len(result.errors)} input(s) failed (see above)" if result.errors else ""),
           file=sys.stderr if args.json else sys.stdout)
     return 1 if result.errors else 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("predict", run, args)

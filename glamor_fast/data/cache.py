@@ -115,13 +115,17 @@ def current_sources(root: Path, split: str) -> tuple[list, list, str]:
 
 
 def find_changes(index: dict, root: Path, split: str) -> dict[str, str]:
-    """{relpath: why} for every entry that no longer matches its source (new and removed files included)."""
+    """{relpath: why} for every entry that no longer matches its source (new and removed files included;
+    a source that ``prepare --skip-bad`` left out as undecodable counts only once it changes)."""
     samples, boxes, _ = current_sources(root, split)
     policy = index["settings"]["no_box"]
     want = {rel: (label, box) for (rel, label), box in zip(samples, boxes)
             if not (policy == "drop" and box is None)}
     have = {e["source"]: e for e in index["entries"]}
-    changes = {rel: "new file" for rel in want if rel not in have}
+    left_out = index.get("unreadable", {})  # {source: fingerprint} that prepare --skip-bad could not decode
+    changes = {rel: "changed since prepare --skip-bad left it out" if rel in left_out else "new file"
+               for rel in want if rel not in have
+               and (rel not in left_out or source_changed(root / rel, left_out[rel]))}
     changes.update({rel: "removed" for rel in have if rel not in want})
     for rel, (label, box) in want.items():
         entry = have.get(rel)

@@ -8,12 +8,18 @@ folder; running the same command again resumes it, keeping the rows whose source
 When every row is done, ``index.json`` is written, the files are fsync'ed and the folder is
 renamed to ``CACHE/<split>``: a visible split is always complete.
 
+With ``skip_bad`` an image that cannot be decoded is left out instead (a warning each): the
+finished rows are compacted into new arrays before publishing, and the index lists the left-out
+sources with their fingerprints under "unreadable", so the cache stays fresh while they are
+unchanged (``find_changes``); a source fixed later makes it stale like a new file.
+
 A split that already has a cache is rebuilt only for the entries whose source, box or label
 changed (the other rows are copied from the old arrays); one that is fresh is left alone.
 """
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -24,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .caer import decode_image
+from .caer import CorruptImageError, decode_image
 from .cache import (CONTEXTS, FACES, INDEX, StaleCacheError, cache_settings, content_hash, current_sources,
                     default_cache_dir, find_changes, load_index, partial_dir, split_dir)
 from .faces import list_splits
@@ -48,7 +54,7 @@ def default_workers() -> int:
 
 def prepare_cache(root: Union[str, os.PathLike], out: Optional[Union[str, os.PathLike]] = None,
                   splits: Optional[Sequence[str]] = None, face_visible: bool = False, no_box: str = "unmasked",
-                  workers: Optional[int] = None, progress: bool = True) -> dict:
+                  workers: Optional[int] = None, progress: bool = True, skip_bad: bool = False) -> dict:
     """Build (or resume, or update) the cache of ``root``'s splits; returns {split: summary}.
 
     Args:
@@ -58,8 +64,12 @@ def prepare_cache(root: Union[str, os.PathLike], out: Optional[Union[str, os.Pat
         face_visible: keep the face in the context (the paper's setting (iii)).
         no_box: policy for images without a face box ("unmasked", "drop", "detect").
         workers: decoding processes (default: every usable core; 1 runs in this process).
-    Summary per split: {"entries", "decoded", "copied", "resumed", "up_to_date", "path"}.
-    Raises PrepareError naming the sources that failed (corrupt image, box outside the image).
+        skip_bad: leave out images that cannot be decoded (corrupt, empty, vanished), with a warning
+            each on the ``glamor_fast`` logger, instead of failing.
+    Summary per split: {"entries", "decoded", "copied", "resumed", "up_to_date", "path",
+        "unreadable" (sources left out by skip_bad, now or by the build that is up to date)}.
+    Raises PrepareError naming the sources that failed (corrupt image without skip_bad, box outside
+    the image); nothing is published then.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -71,7 +81,7 @@ def prepare_cache(root: Union[str, os.PathLike], out: Optional[Union[str, os.Pat
         raise ValueError(f"--workers {workers}: must be >= 1")
     pool = _Workers(workers)
     try:
-        return {split: prepare_split(root, out, split, settings, pool, progress)
+        return {split: prepare_split(root, out, split, settings, pool, progress, skip_bad)
                 for split in (splits or list_splits(root))}
     finally:
         pool.close()
@@ -106,16 +116,18 @@ def _old_cache(out: Path, split: str, settings: dict, root: Path):
     return index, np.load(d / FACES, mmap_mode="r"), np.load(d / CONTEXTS, mmap_mode="r")
 
 
-def prepare_split(root: Path, out: Path, split: str, settings: dict, pool: "_Workers", progress: bool) -> dict:
+def prepare_split(root: Path, out: Path, split: str, settings: dict, pool: "_Workers", progress: bool,
+                  skip_bad: bool = False) -> dict:
     rows = _plan(root, split, settings)
     n = len(rows)
     summary = {"entries": n, "decoded": 0, "copied": 0, "resumed": 0, "up_to_date": False,
-               "path": str(split_dir(out, split))}
+               "path": str(split_dir(out, split)), "unreadable": 0}
     old = _old_cache(out, split, settings, root)
-    if old is not None and not find_changes(old[0], root, split) \
-            and [e["source"] for e in old[0]["entries"]] == [r["source"] for r in rows]:
-        summary["up_to_date"] = True
-        return summary
+    if old is not None and not find_changes(old[0], root, split):
+        left_out = old[0].get("unreadable", {})  # unchanged, or find_changes would have named them
+        if [e["source"] for e in old[0]["entries"]] == [r["source"] for r in rows if r["source"] not in left_out]:
+            summary.update(up_to_date=True, entries=len(old[0]["entries"]), unreadable=len(left_out))
+            return summary
 
     part = partial_dir(out, split)
     plan = {"settings": settings, "root": str(root), "split": split, "rows": rows}
@@ -158,9 +170,13 @@ def prepare_split(root: Path, out: Path, split: str, settings: dict, pool: "_Wor
             faces.flush()
             contexts.flush()
         todo = [i for i in range(n) if i not in done]
-        errors = []
+        errors, unreadable = [], {}
         for result in pool.run(part, todo):
-            if "error" in result:
+            if "error" in result and skip_bad and "unreadable" in result:
+                logging.getLogger("glamor_fast").warning("skipped (--skip-bad): %s", result["error"])
+                unreadable[result["unreadable"]] = result["fingerprint"]
+                bar.update(1)
+            elif "error" in result:
                 errors.append(result["error"])
                 bar.update(1)
             else:
@@ -174,9 +190,33 @@ def prepare_split(root: Path, out: Path, split: str, settings: dict, pool: "_Wor
         shown = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
         raise PrepareError(f"{len(errors)} of {n} images of split {split!r} could not be prepared: {shown}. "
                            f"Fix or remove them and run the same command again ({len(done)} finished "
-                           f"entries are kept in {part}); no cache was published")
-    _publish(out, split, part, root, settings, [done[i] for i in range(n)])
+                           f"entries are kept in {part}); no cache was published"
+                           + ("" if skip_bad else "; --skip-bad leaves undecodable images out"))
+    keep = [i for i in range(n) if i in done]
+    if not keep and n:
+        raise PrepareError(f"none of the {n} images of split {split!r} could be decoded (--skip-bad left them "
+                           f"all out, e.g. {next(iter(unreadable))}); no cache was published")
+    if unreadable:
+        _compact(part, keep)
+    _publish(out, split, part, root, settings, [done[i] for i in keep],
+             {rel: fp for rel, fp in unreadable.items() if fp is not None})
+    summary.update(entries=len(keep), unreadable=len(unreadable))
     return summary
+
+
+def _compact(part: Path, keep: list[int]) -> None:
+    """Replace the partial build's arrays by their rows ``keep`` (in order), read through memory maps."""
+    (part / PLAN).unlink()  # the old row numbers die with it: an interruption from here on starts afresh
+    for name in (FACES, CONTEXTS):
+        src = np.load(part / name, mmap_mode="r")
+        dst = np.lib.format.open_memmap(part / f"kept.{name}", mode="w+", dtype=src.dtype,
+                                        shape=(len(keep), *src.shape[1:]))
+        for start in range(0, len(keep), 1024):
+            rows = keep[start:start + 1024]
+            dst[start:start + len(rows)] = src[rows]
+        dst.flush()
+        del src, dst
+        os.replace(part / f"kept.{name}", part / name)
 
 
 def _resumable_entries(part: Path, plan_key: str, root: Path) -> Optional[dict]:
@@ -198,10 +238,13 @@ def _resumable_entries(part: Path, plan_key: str, root: Path) -> Optional[dict]:
     return done
 
 
-def _publish(out: Path, split: str, part: Path, root: Path, settings: dict, entries: list) -> None:
+def _publish(out: Path, split: str, part: Path, root: Path, settings: dict, entries: list,
+             unreadable: Optional[dict] = None) -> None:
     for e in entries:
         del e["i"]
     index = {"settings": settings, "root": str(root), "split": split, "count": len(entries), "entries": entries}
+    if unreadable:
+        index["unreadable"] = unreadable  # {source: fingerprint}: left out by --skip-bad
     tmp = part / (INDEX + ".tmp")
     tmp.write_text(json.dumps(index))
     for name in (FACES, CONTEXTS, tmp.name):
@@ -212,7 +255,7 @@ def _publish(out: Path, split: str, part: Path, root: Path, settings: dict, entr
             os.close(fd)
     os.replace(tmp, part / INDEX)
     (part / ENTRIES).unlink()
-    (part / PLAN).unlink()
+    (part / PLAN).unlink(missing_ok=True)  # gone already after _compact
     final, stale = split_dir(out, split), out / f".{split}.old"
     shutil.rmtree(stale, ignore_errors=True)
     if final.exists():
@@ -242,9 +285,11 @@ def _process_one(task: tuple) -> dict:
     state = _state(part)
     row, root, settings = state["rows"][i], state["root"], state["settings"]
     path = root / row["source"]
+    fp = None
     try:
         st = path.stat()
         data = path.read_bytes()
+        fp = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": content_hash(data)}
         img = decode_image(np.frombuffer(data, dtype=np.uint8), path)
         box, origin = row["input_box"], "file"
         if box is None:
@@ -265,12 +310,14 @@ def _process_one(task: tuple) -> dict:
         face, context = prepare_uint8(img, clipped, settings["face_visible"])
         state["faces"][i] = 0 if face is None else face
         state["contexts"][i] = context
+    except (CorruptImageError, FileNotFoundError) as exc:  # what --skip-bad leaves out
+        return {"error": str(exc), "unreadable": row["source"], "fingerprint": fp}
     except (OSError, ValueError) as exc:
         return {"error": str(exc)}
     return {"i": i, "source": row["source"], "label": row["label"], "input_box": row["input_box"],
             "box": None if clipped is None else list(clipped), "box_origin": origin,
             "size": [int(img.shape[0]), int(img.shape[1])],
-            "fingerprint": {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": content_hash(data)}}
+            "fingerprint": fp}
 
 
 class _Workers:

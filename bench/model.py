@@ -9,7 +9,9 @@ Batch 32 of the paper's inputs: face (B, 3, 96, 96), context (B, 3, 112, 112), 7
 Settings swept (one change at a time from the plain eager baseline, then combined):
 GLA backend (every available one), channels_last, the fused encoder blocks switched off
 (unfused_blocks: ``set_block_backend(model, "reference")``), torch.compile, BatchNorm folded into
-the convs for inference (glamor_fast.models.speed), inference_mode, threads (--threads). Every setting is
+the convs for inference (fold_bn: ``fold_batchnorm``, which leaves each fused block's ReLU and
+pool as one ``ReLUMaxPool2d``), the first layer as one conv+ReLU+pool kernel (stem:
+``fuse_stem``; fold_bn+stem is ``optimize_for_inference``), inference_mode, threads (--threads). Every setting is
 built and warmed up first (compilation happens there and is reported separately), then all
 are timed round-robin, one step each per round; times are medians over the rounds. Each
 step's process CPU time is recorded too: with --threads 1 on a loaded machine, images per
@@ -41,7 +43,7 @@ from glamor_fast.ops.backends import BACKEND_MODULES
 from .gla import select_backends
 from .machine import machine_info
 from glamor_fast.models.encoders import set_block_backend
-from glamor_fast.models.speed import fold_batchnorm
+from glamor_fast.models.speed import fold_batchnorm, fuse_relu_pool, fuse_stem
 from .block import run_block
 from .timing import peak_extra_bytes
 
@@ -53,6 +55,7 @@ class Setting:
     channels_last: bool = False
     compile: bool = False
     fold_bn: bool = False     # infer only
+    stem: bool = False        # infer only, with fold_bn: the first layer's conv+ReLU+pool fused
     inference_mode: bool = False  # infer only: inference_mode instead of no_grad
     unfused_blocks: bool = False  # the encoders' BN-ReLU-pool as the literal torch ops
 
@@ -60,7 +63,7 @@ class Setting:
     def label(self) -> str:
         parts = [self.backend]
         parts += [p for p, on in (("channels_last", self.channels_last), ("compile", self.compile),
-                                  ("fold_bn", self.fold_bn), ("inference_mode", self.inference_mode),
+                                  ("fold_bn", self.fold_bn), ("stem", self.stem), ("inference_mode", self.inference_mode),
                                   ("unfused_blocks", self.unfused_blocks)) if on]
         return "+".join(parts)
 
@@ -76,18 +79,21 @@ def settings_to_run(backends: list[str], compile_ok: bool, quick: bool) -> list[
             out.append(Setting(mode, inference_mode=True))
             out.append(Setting(mode, fold_bn=True))
             out.append(Setting(mode, channels_last=True, fold_bn=True, inference_mode=True))
+            out.append(Setting(mode, channels_last=True, fold_bn=True, stem=True, inference_mode=True))
         for b in backends:
             if b != "reference":
                 out.append(Setting(mode, backend=b))
                 if mode == "infer":
-                    out.append(Setting(mode, backend=b, channels_last=True, fold_bn=True, inference_mode=True))
+                    out.append(Setting(mode, backend=b, channels_last=True, fold_bn=True, stem=True,
+                                       inference_mode=True))
                 else:
                     out.append(Setting(mode, backend=b, channels_last=True))
                     out.append(Setting(mode, backend=b, channels_last=True, unfused_blocks=True))
         if compile_ok:
             best = backends[-1] if quick else "reference"
             if mode == "infer":
-                out.append(Setting(mode, backend=best, channels_last=True, fold_bn=True, inference_mode=True, compile=True))
+                out.append(Setting(mode, backend=best, channels_last=True, fold_bn=True, stem=True,
+                                   inference_mode=True, compile=True))
                 if not quick:
                     out.append(Setting(mode, compile=True))
             else:
@@ -122,11 +128,13 @@ def build_step(s: Setting, preset: str, batch: int, device: torch.device = torch
         model.eval()
         if s.fold_bn:
             folded, _ = fold_batchnorm(model)
+            if s.stem:
+                folded, _ = fuse_stem(fuse_relu_pool(folded)[0])
             with torch.no_grad():  # folding must not change the function (fp32 rounding only)
                 want, got = model(face, context), folded(face, context)
             err = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
             if err > 1e-4:
-                raise RuntimeError(f"fold_batchnorm changed the logits: relative error {err:.2e}")
+                raise RuntimeError(f"folding/fusing changed the logits: relative error {err:.2e}")
             model = folded
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)

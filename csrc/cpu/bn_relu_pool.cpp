@@ -13,8 +13,8 @@
 //
 // Layout: kernels run on channels_last data (C contiguous, vectorised over C). Contiguous (NCHW)
 // inputs are converted on entry and outputs converted back: correct, not fast.
-// Reductions use fixed row chunks and float64 accumulators, so results do not depend on the
-// thread count.
+// Reductions use fixed row chunks (blocks of 32 rows summed in the input type, then float64
+// totals), so results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -39,17 +39,42 @@ at::Tensor to_cl(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::Ch
 
 // ---- inner loops over one row of C channels ------------------------------------------------
 
-template <typename T>
-BRP_INLINE void stats_rows(const T* x, int64_t rows, int64_t C, const double* shift, double* s,
-                           double* q) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * C;
+// Per-channel sums over rows, in blocks of kBlockRows rows summed in T, each block's sums added
+// to the float64 totals s1, s2 (C each). row(r, a1, a2) adds row r's terms to a1, a2. All-T inner
+// loops vectorise; mixed float/double arithmetic ran scalar (the backward reduction took 7.7 ms
+// for (32, 32, 56, 56) pooled tensors on one thread, 4x the bytes' time; now ~2 ms).
+constexpr int64_t kBlockRows = 32;
+
+template <typename T, typename RowFn>
+BRP_INLINE void blocked_sums(int64_t rows, int64_t C, double* __restrict__ s1, double* __restrict__ s2, RowFn row) {
+  std::vector<T> b1(C), b2(C);
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    std::fill(b1.begin(), b1.end(), T(0));
+    std::fill(b2.begin(), b2.end(), T(0));
+    for (int64_t r = r0; r < std::min(rows, r0 + kBlockRows); ++r) row(r, b1.data(), b2.data());
     for (int64_t c = 0; c < C; ++c) {
-      double d = double(xr[c]) - shift[c];
-      s[c] += d;
-      q[c] += d * d;
+      s1[c] += double(b1[c]);
+      s2[c] += double(b2[c]);
     }
   }
+}
+
+// sum(x - shift), sum((x - shift)^2) per channel.
+template <typename T>
+BRP_INLINE void stats_rows(const T* __restrict__ x, int64_t rows, int64_t C, const double* __restrict__ shift,
+                           double* __restrict__ s, double* __restrict__ q) {
+  std::vector<T> sh(C);
+  for (int64_t c = 0; c < C; ++c) sh[c] = T(shift[c]);
+  const T* __restrict__ shf = sh.data();
+  blocked_sums<T>(rows, C, s, q, [&](int64_t r, T* __restrict__ a1, T* __restrict__ a2) {
+    const T* xr = x + r * C;
+#pragma GCC ivdep
+    for (int64_t c = 0; c < C; ++c) {
+      const T d = xr[c] - shf[c];
+      a1[c] += d;
+      a2[c] += d * d;
+    }
+  });
 }
 
 BRP_CLONES void stats_rows_f(const float* x, int64_t rows, int64_t C, const double* shift, double* s,
@@ -131,18 +156,21 @@ void pool_row_any(const double* x0, const double* x1, int64_t OW, int64_t C, con
 
 // Backward reduction over pooled pixels: s1 += dz, s2 += dz*(xp-mean).
 template <typename T>
-BRP_INLINE void bwd_reduce_rows(const T* dy, const T* y, const T* xp, int64_t rows, int64_t C,
-                                const T* mean, double* s1, double* s2) {
-  for (int64_t r = 0; r < rows; ++r) {
+BRP_INLINE void bwd_reduce_rows(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ xp,
+                                int64_t rows, int64_t C, const T* __restrict__ mean, double* __restrict__ s1,
+                                double* __restrict__ s2) {
+  blocked_sums<T>(rows, C, s1, s2, [&](int64_t r, T* __restrict__ a1, T* __restrict__ a2) {
     const T* d = dy + r * C;
     const T* yy = y + r * C;
     const T* xx = xp + r * C;
+#pragma GCC ivdep
     for (int64_t c = 0; c < C; ++c) {
-      T dz = yy[c] <= T(0) ? T(0) : d[c];
-      s1[c] += double(dz);
-      s2[c] += double(dz) * double(xx[c] - mean[c]);
+      const T dv = d[c];  // loaded unconditionally: a select, not a branch
+      const T dz = yy[c] <= T(0) ? T(0) : dv;
+      a1[c] += dz;
+      a2[c] += dz * (xx[c] - mean[c]);
     }
-  }
+  });
 }
 
 BRP_CLONES void bwd_reduce_f(const float* dy, const float* y, const float* xp, int64_t rows, int64_t C,

@@ -372,21 +372,42 @@ def test_gpu_deterministic_bitwise_and_atomics_close():
 
 @requires_cuda
 def test_gpu_torch_compile_fullgraph_glamornet():
+    """torch.compile(fullgraph) of the whole model with the Triton GLA, training mode: logits and
+    every gradient within 2x eager float32's error plus 64 eps x the tensor's scale, both measured
+    against the same model in float64 (reference GLA). Inductor reorders sums: on the CPU (cpp
+    GLA) compiled gradients were up to 23 eps x scale off where eager's were under 10; a fixed
+    1e-5 bound against eager failed on an H200 at 3.3e-5. A mis-traced op errs by O(scale).
+    """
+    import copy
+
     from glamor_fast.models import GLAMORNet
     torch.manual_seed(2)
     model = GLAMORNet(backend="triton", dropout=0.0).cuda()
-    compiled = torch.compile(model, fullgraph=True)
+    exact = copy.deepcopy(model).double()
+    exact.attention.backend = "reference"
     face = torch.randn(8, 3, 96, 96, device="cuda")
     context = torch.randn(8, 3, 112, 112, device="cuda")
-    logits = compiled(face, context)
-    logits.square().sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    eager = model(face, context)
-    eager.square().sum().backward()
-    torch.testing.assert_close(logits, eager, rtol=1e-4, atol=1e-5)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(grads[n], p.grad, rtol=1e-3, atol=1e-5, msg=n)
+
+    def run(net, dtype):
+        net.zero_grad()
+        out = net(face.to(dtype), context.to(dtype))
+        out.square().sum().backward()
+        params = getattr(net, "_orig_mod", net).named_parameters()  # compiled: the model's own
+        return out.detach().double(), {n: p.grad.double() for n, p in params}
+
+    want, want_g = run(exact, torch.float64)
+    eager, eager_g = run(model, torch.float32)
+    compiled, compiled_g = run(torch.compile(model, fullgraph=True), torch.float32)
+
+    def check(name, got, ref, truth):
+        eps = torch.finfo(torch.float32).eps
+        bound = 2 * (ref - truth).abs().max().item() + 64 * eps * truth.abs().max().item()
+        err = (got - truth).abs().max().item()
+        assert err <= bound, f"{name}: compiled error {err:.3e} > bound {bound:.3e}"
+
+    check("logits", compiled, eager, want)
+    for n in want_g:
+        check(n, compiled_g[n], eager_g[n], want_g[n])
 
 
 @pytest.mark.parametrize("compiler", ["inductor", "aot_eager"])

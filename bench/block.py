@@ -115,10 +115,18 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: glibc keeps freed memory for reuse, as `train` and bench.model do by default "
+                        "(without it every large tensor is mapped and zeroed afresh: 74 ms instead of 16)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    kept = False
+    if args.keep_freed_memory and args.device == "cpu":
+        from glamor_fast.training.allocator import keep_freed_memory
+
+        kept = keep_freed_memory()
     info = machine_info(args.threads)
-    print(f"{info['cpu_model']}, {args.threads} threads, load {info['load_average']}")
+    print(f"{info['cpu_model']}, {args.threads} threads, load {info['load_average']}, freed memory kept: {kept}")
     run_block(tuple(args.shape), torch.device(args.device), args.threads, args.rounds, not args.no_compile)
     return 0
 

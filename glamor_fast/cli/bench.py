@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from glamor_fast.cli.errors import run_reporting_errors
+
 HOW = "run from the root of a glamor_fast source checkout: python -m bench.gla (or glamor-fast bench there)"
 
 
@@ -28,8 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     module = _bench_gla()
     if module is None:
-        raise SystemExit(f"glamor-fast bench: the `bench` package is not importable here; {HOW}")
+        raise ValueError(f"the `bench` package is not importable here; {HOW}")
     return module.main(args)
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("bench", run, args)

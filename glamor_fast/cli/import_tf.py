@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.import_tf import import_tf
-from glamor_fast.training.checkpoint import CheckpointError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        path = import_tf(args.prefix, args.out, dataset=args.dataset, data_root=args.data_root,
-                         verify=args.verify, overwrite=args.force)
-    except (CheckpointError, ValueError, FileExistsError, OSError) as exc:
-        print(f"glamor-fast import-tf: error: {exc}", file=sys.stderr)
-        return 1
+def run(args: argparse.Namespace) -> int:
+    path = import_tf(args.prefix, args.out, dataset=args.dataset, data_root=args.data_root,
+                     verify=args.verify, overwrite=args.force)
     print(f"wrote {path}: the authors' GLAMOR-Net (preset glamor-net-authors) with the weights of {args.prefix}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_reporting_errors("import-tf", run, args)

@@ -214,7 +214,6 @@ def _gla_fwd_kernel(
     acc_ptr,      # (B, S, Dc) fp32 contiguous, out: sum exp(s - m) v of each cell split
     lse_ptr,      # (B,) fp32, out if FINAL: log sum exp(s)
     pooled_ptr,   # (B, Dc) input dtype contiguous, out if FINAL
-    pooled32_ptr, # (B, Dc) fp32 contiguous, out if FINAL
     attn_ptr,     # (B, N) input dtype contiguous, out if FINAL: softmax(s)
     Df, N, W, DC, HD, CELLS_PER_SPLIT, S,
     s_cb, s_cc, s_ch, s_cw, s_w1h, s_w1k,
@@ -271,7 +270,6 @@ def _gla_fwd_kernel(
             acc += tl.sum(tl.where(mask_n, p, 0.0)[:, None] * v.to(tl.float32), axis=0)
         if FINAL:
             pooled = acc / l_i
-            tl.store(pooled32_ptr + b.to(tl.int64) * DC + offs_k, pooled, mask=mask_k)
             tl.store(pooled_ptr + b.to(tl.int64) * DC + offs_k,
                      pooled.to(pooled_ptr.dtype.element_ty), mask=mask_k)
         else:
@@ -456,7 +454,7 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
     """Fused GLA forward. Inputs as in ``gla_reference`` (already validated, one dtype/device).
 
     Returns ``(pooled (B, Dc) input dtype, attn (B, H, W) input dtype, lse (B,) fp32,
-    scores (B, N) fp32, u (B, Hd) fp32, pooled32 (B, Dc) fp32)``; lse, scores and u are what the
+    scores (B, N) fp32, u (B, Hd) fp32)``; lse, scores and u are what the
     backward needs.
     """
     B, Df = face.shape
@@ -480,7 +478,6 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
     l = torch.empty(B, S, **f32)
     acc = torch.empty(B if not final else 1, S, Dc, **f32)
     lse = torch.empty(B, **f32)
-    pooled32 = torch.empty(B, Dc, **f32)
     pooled = torch.empty(B, Dc, device=dev, dtype=dtype)
     attn = torch.empty(B, H, W, device=dev, dtype=dtype)
     with _on_device(dev):
@@ -489,7 +486,7 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
             BLOCK_H=32, BLOCK_F=64)
         _gla_fwd_kernel[(B, S)](
             context, w1, u, w2, b2.reshape(1), scale, shift, scores, m, l, acc,
-            lse, pooled, pooled32, attn,
+            lse, pooled, attn,
             Df, N, W, Dc, Hd, per_split, S,
             *context.stride(), w1.stride(0), w1.stride(1),
             HAS_BN=has_bn, FINAL=final, DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype),
@@ -498,12 +495,11 @@ def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=N
         m_max = m.amax(dim=1, keepdim=True)
         weight = torch.exp(m - m_max)                               # (B, S)
         l_tot = (weight * l).sum(dim=1)                             # (B,)
-        pooled32 = (weight.unsqueeze(-1) * acc).sum(dim=1) / l_tot.unsqueeze(-1)
+        pooled = ((weight.unsqueeze(-1) * acc).sum(dim=1) / l_tot.unsqueeze(-1)).to(dtype)
         lse = m_max.squeeze(1) + torch.log(l_tot)
         scores = torch.exp(scores - m_max) / l_tot.unsqueeze(1)     # the fp32 softmax
         attn = scores.to(dtype, copy=True).view(B, H, W)  # a custom op's outputs may not alias
-        pooled = pooled32.to(dtype, copy=True)
-    return pooled, attn, lse, scores, u, pooled32
+    return pooled, attn, lse, scores, u
 
 
 def _cells(context: torch.Tensor) -> torch.Tensor:
@@ -513,7 +509,7 @@ def _cells(context: torch.Tensor) -> torch.Tensor:
 
 
 def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift,
-                 lse, probs, u, pooled32, needs: Sequence[bool], deterministic: bool = True,
+                 lse, probs, u, needs: Sequence[bool], deterministic: bool = True,
                  num_splits: Optional[int] = None):
     """Fused GLA backward.
 

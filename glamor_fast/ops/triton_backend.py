@@ -4,9 +4,9 @@ Two custom ops, opaque to torch.compile (so ``torch.compile(fullgraph=True)`` tr
 that calls them without graph breaks, using the fake kernels below for shapes):
 
     glamor_fast::gla_triton_fwd(face, context, w1, b1, w2, b2, hidden_scale?, hidden_shift?,
-                                deterministic) -> (pooled, attn, lse, scores, u, pooled32)
+                                deterministic) -> (pooled, attn, lse, probs, u)
     glamor_fast::gla_triton_bwd(grad_pooled, grad_attn?, face, context, w1, w2, hidden_scale?,
-                                hidden_shift?, lse, scores, u, pooled32, needs, deterministic)
+                                hidden_shift?, lse, probs, u, needs, deterministic)
                                 -> [dface, dcontext, dw1, db1, dw2, db2, dscale, dshift]
 
 The forward's autograd formula calls the backward op; gradients not asked for (per
@@ -81,9 +81,9 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str
 def gla_triton_fwd(face: Tensor, context: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
                    hidden_scale: Optional[Tensor], hidden_shift: Optional[Tensor],
                    deterministic: bool = True
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """pooled (B, Dc), attn (B, H, W) in the inputs' dtype; lse (B,), scores (B, H*W),
-    u (B, Hd), pooled32 (B, Dc) in float32, saved for the backward."""
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """pooled (B, Dc), attn (B, H, W) in the inputs' dtype; lse (B,), probs (B, H*W) (the
+    float32 softmax) and u (B, Hd) in float32, saved for the backward."""
     return tuple(_load_kernels().gla_forward(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift))
 
 
@@ -93,7 +93,7 @@ def _(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic=T
     Hd = w1.shape[0]
     f32 = dict(dtype=torch.float32, device=context.device)
     return (face.new_empty(B, Dc), face.new_empty(B, H, W), torch.empty(B, **f32),
-            torch.empty(B, H * W, **f32), torch.empty(B, Hd, **f32), torch.empty(B, Dc, **f32))
+            torch.empty(B, H * W, **f32), torch.empty(B, Hd, **f32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,12 +106,11 @@ _GRAD_NAMES = ("face", "context", "w1", "b1", "w2", "b2", "hidden_scale", "hidde
 def gla_triton_bwd(grad_pooled: Tensor, grad_attn: Optional[Tensor], face: Tensor, context: Tensor,
                    w1: Tensor, w2: Tensor, hidden_scale: Optional[Tensor],
                    hidden_shift: Optional[Tensor], lse: Tensor, scores: Tensor, u: Tensor,
-                   pooled32: Tensor, needs: list[bool], deterministic: bool) -> list[Tensor]:
+                   needs: list[bool], deterministic: bool) -> list[Tensor]:
     """Gradients of (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift); an empty
     tensor where ``needs`` (face, context, w1, b1, w2, b2, bn) says it is not wanted."""
     grads = _load_kernels().gla_backward(grad_pooled, grad_attn, face, context, w1, w2,
-                                         hidden_scale, hidden_shift, lse, scores, u, pooled32,
-                                         needs, deterministic)
+                                         hidden_scale, hidden_shift, lse, scores, u, needs, deterministic)
     return [g if g is not None else context.new_empty(0) for g in grads]
 
 
@@ -124,7 +123,7 @@ def _grad_shapes(face, context, w1, hidden_scale, needs):
 
 @gla_triton_bwd.register_fake
 def _(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u,
-      pooled32, needs, deterministic):
+      needs, deterministic):
     out = []
     for i, shape in enumerate(_grad_shapes(face, context, w1, hidden_scale, needs)):
         if i == 1 and shape != (0,):
@@ -139,17 +138,16 @@ def _(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift,
 # ---------------------------------------------------------------------------------------------
 def _setup_context(ctx, inputs, output):
     face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic = inputs
-    _, _, lse, scores, u, pooled32 = output
-    ctx.mark_non_differentiable(lse, scores, u, pooled32)
+    _, _, lse, scores, u = output
+    ctx.mark_non_differentiable(lse, scores, u)
     ctx.set_materialize_grads(False)  # an unused attn (or pooled) arrives as None: less work
-    ctx.save_for_backward(face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, pooled32,
-                          b1, b2)
+    ctx.save_for_backward(face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, b1, b2)
     ctx.deterministic = deterministic
     ctx.b2_shape = b2.shape
 
 
 def _backward(ctx, grad_pooled, grad_attn, *unused):
-    face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, pooled32, b1, b2 = ctx.saved_tensors
+    face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, b1, b2 = ctx.saved_tensors
     ng = ctx.needs_input_grad
     if torch.is_grad_enabled():  # create_graph=True: gla_triton_bwd has no derivative
         inputs = (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
@@ -157,12 +155,12 @@ def _backward(ctx, grad_pooled, grad_attn, *unused):
         return (*gla_reference_vjp(inputs, needs8, grad_pooled, grad_attn), None)
     needs = [ng[0], ng[1], ng[2], ng[3], ng[4], ng[5], ng[6] or ng[7]]
     if grad_pooled is None:
-        grad_pooled = torch.zeros(pooled32.shape, dtype=context.dtype, device=context.device)
+        grad_pooled = torch.zeros(face.shape[0], context.shape[1], dtype=context.dtype, device=context.device)
     # The host side uses torch matmuls: autocast (if backward runs inside it) must not recast them.
     with torch.autocast(context.device.type, enabled=False):
         grads = torch.ops.glamor_fast.gla_triton_bwd(
             grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores,
-            u, pooled32, needs, ctx.deterministic)
+            u, needs, ctx.deterministic)
     result = []
     for i, g in enumerate(grads):
         wanted = ng[i] and (i < 6 or hidden_scale is not None)

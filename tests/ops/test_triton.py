@@ -235,7 +235,7 @@ def test_cell_splits(splits):
     x64 = make_gla_inputs(B=2, Df=5, Dc=7, H=4, W=7, Hd=20, folded_bn=True, requires_grad=True)
     x = [t.detach().float().to(DEVICE) for t in x64]
     outs = kernels.gla_forward(*x, num_splits=splits)
-    pooled, attn, lse, probs, u, pooled32 = outs
+    pooled, attn, lse, probs, u = outs
     # a custom op's outputs may not share storage (the split path once returned attn = probs)
     ptrs = [t.untyped_storage().data_ptr() for t in outs]
     assert len(set(ptrs)) == len(ptrs)
@@ -249,7 +249,7 @@ def test_cell_splits(splits):
     torch.testing.assert_close(lse.cpu().double(), torch.logsumexp(
         torch.log(ra.detach().flatten(1)) + lse.cpu().double()[:, None], dim=1), rtol=0, atol=1e-5)
     grads = kernels.gla_backward(gp.float().to(DEVICE), ga.float().to(DEVICE), x[0], x[1], x[2], x[4],
-                                 x[6], x[7], lse, probs, u, pooled32, [True] * 7, True,
+                                 x[6], x[7], lse, probs, u, [True] * 7, True,
                                  num_splits=splits)
     for name, g, t in zip(NAMES, grads, x64):
         # float32 kernel against float64: 1e-5 absolute is ~100 fp32 ulps at these O(1) values.
@@ -274,12 +274,12 @@ def test_opcheck_forward_op(bn):
 
 def test_opcheck_backward_op():
     x = [t.float().to(DEVICE) for t in make_gla_inputs(B=2, Df=5, Dc=6, H=3, W=4, Hd=9, folded_bn=True)]
-    _, _, lse, scores, u, pooled32 = torch.ops.glamor_fast.gla_triton_fwd(*x, True)
+    _, _, lse, scores, u = torch.ops.glamor_fast.gla_triton_fwd(*x, True)
     gp = torch.randn(2, 6, device=DEVICE)
     ga = torch.randn(2, 3, 4, device=DEVICE)
     for needs in ([True] * 7, [False, True, False, False, True, False, False]):
         torch.library.opcheck(torch.ops.glamor_fast.gla_triton_bwd,
-                              (gp, ga, x[0], x[1], x[2], x[4], x[6], x[7], lse, scores, u, pooled32, needs, True),
+                              (gp, ga, x[0], x[1], x[2], x[4], x[6], x[7], lse, scores, u, needs, True),
                               test_utils=("test_schema", "test_faketensor"))
 
 
@@ -468,7 +468,7 @@ for dt, kind, prec in (("fp32", "ieee", "ieee"), ("fp32", "mma", "tf32"), ("bf16
     d = "*" + dt
     pointers = dict(ctx_ptr=d, w1_ptr=d, w2_ptr=d, scale_ptr=d, shift_ptr=d, dctx_ptr=d, b2_ptr=d,
                     pooled_ptr=d, attn_ptr=d, dz_ptr=d, face_ptr=d, b1_ptr=d)
-    f32 = "u_ptr scores_ptr probs_ptr m_ptr l_ptr acc_ptr lse_ptr pooled32_ptr delta_ptr gp_ptr ga_ptr g_ptr du_ptr dw2_ptr dscale_ptr dshift_ptr"
+    f32 = "u_ptr scores_ptr probs_ptr m_ptr l_ptr acc_ptr lse_ptr delta_ptr gp_ptr ga_ptr g_ptr du_ptr dw2_ptr dscale_ptr dshift_ptr"
     pointers.update({n: "*fp32" for n in f32.split()})
     for bn, bk, warps in K._GPU_TILES[kind]:
         tiles = dict(DOT_FP32=False, INPUT_PRECISION=prec, BLOCK_H=128, BLOCK_N=bn, BLOCK_K=bk, KIND=kind)

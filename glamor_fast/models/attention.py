@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import gla
+from ..ops.hidden_stats import gla_hidden_stats
 
 
 class GlobalLocalAttention(nn.Module):
@@ -76,22 +77,27 @@ class GlobalLocalAttention(nn.Module):
         """BatchNorm1d on the hidden layer as (scale, shift), with batch statistics in training.
 
         Training needs the mean and variance of ReLU(W1 [v_f; v_ij] + b1) over all B*H*W
-        cells before any score exists; they are computed here (at least in float32) with plain torch
-        ops (differentiable, so the gradient is training-mode BatchNorm's).
+        cells before any score exists, at least in float32 and differentiable (the gradient is
+        training-mode BatchNorm's): the "reference" backend computes them with plain torch ops
+        over the whole (B, N, Hd) hidden layer, the fused backends with ``gla_hidden_stats``
+        (glamor_fast.ops.hidden_stats: tiles of cells, no (B, N, Hd) tensor).
         """
         bn = self.norm
         if self.training or not bn.track_running_stats or bn.running_mean is None:
             Df = self.face_dim
             acc = torch.promote_types(context.dtype, torch.float32)  # 16-bit inputs: fp32 stats
             w1 = self.hidden.weight.to(acc)
-            u = F.linear(face.to(acc), w1[:, :Df], self.hidden.bias.to(acc))         # (B, Hd)
-            cells = context.to(acc).flatten(2).transpose(1, 2)                       # (B, N, Dc)
-            h1 = F.relu(cells @ w1[:, Df:].t() + u.unsqueeze(1)).reshape(-1, w1.shape[0])
-            mean = h1.mean(0)
-            var = h1.var(0, unbiased=False)
+            if self.backend == "reference":
+                u = F.linear(face.to(acc), w1[:, :Df], self.hidden.bias.to(acc))     # (B, Hd)
+                cells = context.to(acc).flatten(2).transpose(1, 2)                   # (B, N, Dc)
+                h1 = F.relu(cells @ w1[:, Df:].t() + u.unsqueeze(1)).reshape(-1, w1.shape[0])
+                mean = h1.mean(0)
+                var = h1.var(0, unbiased=False)
+            else:
+                mean, var = gla_hidden_stats(face.to(acc), context.to(acc), w1, self.hidden.bias.to(acc))
             if self.training and bn.track_running_stats:
                 with torch.no_grad():
-                    n = h1.shape[0]
+                    n = context.shape[0] * context.shape[2] * context.shape[3]
                     bn.num_batches_tracked += 1
                     m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
                     bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), m)

@@ -1,0 +1,98 @@
+"""Batch statistics of GLA's hidden layer without the (B, N, Hd) tensor: what training-mode
+BatchNorm on that layer (``GlobalLocalAttention(norm="batchnorm")``) needs before any score.
+
+Maths, over the n = B*N cells v_bi (N = H*W) of context (B, Dc, H, W):
+    u_b = W1f v_f,b + b1 (B, Hd),  z_bi = W1c v_bi + u_b,  h_bi = relu(z_bi)  (Hd each)
+    mean = sum_bi h_bi / n,  var = sum_bi h_bi^2 / n - mean^2   (biased, as BatchNorm1d's batch var)
+Backward, given gmean, gvar (Hd):
+    dh_bi = gmean / n + gvar * 2 (h_bi - mean) / n,  dz_bi = dh_bi * [z_bi > 0]
+    dcontext_bi = W1c^T dz_bi,  dW1c = sum dz_bi v_bi^T,  du_b = sum_i dz_bi,
+    dface_b = W1f^T du_b,  dW1f = sum_b du_b v_f,b^T,  db1 = sum_b du_b.
+
+``gla_hidden_stats(face, context, w1, b1) -> (mean, var)`` is a torch.library custom op (fake
+kernel, autograd, opcheck-tested) that walks the cells in tiles of at most ``TILE_CELLS`` cells
+(whole batch elements; one element when N is larger), recomputing each tile's hidden layer in the
+backward: the largest temporary is one tile's (cells, Hd), never (B, N, Hd). The sums run in
+float64. Inputs: float32 or float64 (16-bit callers cast to float32 first); any device. It is a
+tiled loop of torch matmuls, not a dedicated kernel: the hidden layer is computed twice (forward
+and backward) on top of the GLA op's own recomputation.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+TILE_CELLS = 1024  # cells per tile (rounded to whole batch elements, at least one)
+
+
+def _tiles(B: int, N: int):
+    per = max(1, TILE_CELLS // max(N, 1))
+    for b0 in range(0, B, per):
+        yield b0, min(B, b0 + per)
+
+
+def _tile_z(face, context, w1, b1, b0, b1_, Df):
+    """(cells (bc, N, Dc), z (bc, N, Hd)) of batch elements b0..b1_."""
+    cells = context[b0:b1_].flatten(2).transpose(1, 2)                  # (bc, N, Dc)
+    u = torch.addmm(b1, face[b0:b1_], w1[:, :Df].t())                   # (bc, Hd)
+    return cells, torch.matmul(cells, w1[:, Df:].t()) + u.unsqueeze(1)
+
+
+@torch.library.custom_op("glamor_fast::gla_hidden_stats", mutates_args=())
+def gla_hidden_stats(face: Tensor, context: Tensor, w1: Tensor, b1: Tensor) -> tuple[Tensor, Tensor]:
+    """mean, biased var (Hd,) of relu(W1 [v_f; v_ij] + b1) over all B*H*W cells, in the inputs' dtype."""
+    B, Df = face.shape
+    N = context.shape[2] * context.shape[3]
+    Hd = w1.shape[0]
+    s1 = torch.zeros(Hd, dtype=torch.float64, device=face.device)
+    s2 = torch.zeros(Hd, dtype=torch.float64, device=face.device)
+    for b0, b1_ in _tiles(B, N):
+        h = torch.relu(_tile_z(face, context, w1, b1, b0, b1_, Df)[1]).flatten(0, 1)
+        s1 += h.sum(0, dtype=torch.float64)
+        s2 += h.square().sum(0, dtype=torch.float64)
+    n = float(B * N)
+    mean = s1 / n
+    var = (s2 / n - mean.square()).clamp_min(0.0)
+    return mean.to(face.dtype), var.to(face.dtype)
+
+
+@gla_hidden_stats.register_fake
+def _(face, context, w1, b1):
+    Hd = w1.shape[0]
+    return face.new_empty(Hd), face.new_empty(Hd)
+
+
+def _setup_context(ctx, inputs, output):
+    face, context, w1, b1 = inputs
+    ctx.save_for_backward(face, context, w1, b1, output[0])
+
+
+def _backward(ctx, gmean, gvar):
+    face, context, w1, b1, mean = ctx.saved_tensors
+    B, Df = face.shape
+    N = context.shape[2] * context.shape[3]
+    n = float(B * N)
+    gmean = torch.zeros_like(mean) if gmean is None else gmean
+    gvar = torch.zeros_like(mean) if gvar is None else gvar
+    need_face, need_ctx, need_w1, need_b1 = ctx.needs_input_grad
+    dface = torch.empty_like(face) if need_face else None
+    dctx = torch.empty_like(context) if need_ctx else None
+    dw1 = torch.zeros_like(w1) if need_w1 else None
+    db1 = torch.zeros_like(b1) if need_b1 else None
+    for b0, b1_ in _tiles(B, N):
+        cells, z = _tile_z(face, context, w1, b1, b0, b1_, Df)
+        dz = torch.where(z > 0, gmean / n + gvar * (2.0 / n) * (torch.relu(z) - mean), 0.0)  # (bc, N, Hd)
+        du = dz.sum(1)                                                                     # (bc, Hd)
+        if need_face:
+            dface[b0:b1_] = du @ w1[:, :Df]
+        if need_ctx:
+            dctx[b0:b1_] = (dz @ w1[:, Df:]).transpose(1, 2).reshape(dctx[b0:b1_].shape)
+        if need_w1:
+            dw1[:, :Df] += du.t() @ face[b0:b1_]
+            dw1[:, Df:] += dz.flatten(0, 1).t() @ cells.flatten(0, 1)
+        if need_b1:
+            db1 += du.sum(0)
+    return dface, dctx, dw1, db1
+
+
+gla_hidden_stats.register_autograd(_backward, setup_context=_setup_context)

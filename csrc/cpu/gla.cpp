@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../gla_checks.h"
+#include "../gla_host.h"
 
 namespace glamor_fast {
 namespace cpu {
@@ -809,37 +810,29 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
   });
 }
 // ---------------------------------------------------------------------------------------------
-at::ScalarType compute_type(at::ScalarType st) {
-  return st == at::kDouble ? at::kDouble : at::kFloat;
-}
+using host::compute_type;
 
-struct Prepared {
-  at::Tensor context, w1, w1c_t, w2, scale, shift, u;
+// The shared parameters (csrc/gla_host.h) plus what the CPU kernels also need: context in the
+// compute dtype (converted only when 16-bit), b2 as a number, and whether w2, scale and shift
+// are all finite.
+struct Prepared : host::Params {
+  at::Tensor context;
   double b2;
-  bool finite;  // w2, scale and shift all finite
+  bool finite;
 };
 
-// Parameters in the compute dtype, contiguous (all small); context converted only when its
-// dtype is 16-bit. u = face W1f^T + b1, once per batch element.
 Prepared prepare(const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1,
                  const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
                  const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
-                 int64_t Df) {
+                 const GlaDims& d) {
   const auto ct = compute_type(context.scalar_type());
   Prepared p;
+  static_cast<host::Params&>(p) = host::prepare_params(face, w1, b1, w2, scale, shift, d);
   p.context = context.scalar_type() == ct ? context : context.to(ct);
-  p.w1 = w1.to(ct).contiguous();
-  p.w1c_t = p.w1.narrow(1, Df, context.size(1)).t().contiguous();
-  p.w2 = w2.to(ct).contiguous();
-  if (scale.has_value()) {
-    p.scale = scale->to(ct).contiguous();
-    p.shift = shift->to(ct).contiguous();
-  }
   p.b2 = b2.to(at::kDouble).item<double>();
   p.finite = p.w2.isfinite().all().item<bool>() &&
              (!p.scale.defined() || (p.scale.isfinite().all().item<bool>() &&
                                      p.shift.isfinite().all().item<bool>()));
-  p.u = at::addmm(b1.to(ct), face.to(ct), p.w1.narrow(1, 0, Df).t()).contiguous();
   return p;
 }
 
@@ -873,7 +866,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
   auto lse = at::empty({d.B}, opts);
   auto hidden = save_hidden ? at::empty({d.B, d.N, d.Hd}, opts) : at::empty({0}, opts);
   if (d.B > 0) {
-    auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d.Df);
+    auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
     AT_DISPATCH_FLOATING_TYPES(ct, "gla_forward_cpu", [&] {
       auto V = describe_cells<scalar_t>(p.context);
       auto P = make_params<scalar_t>(p, d.Df);
@@ -911,18 +904,12 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   const auto st = context.scalar_type();
   const auto ct = compute_type(st);
   auto opts = context.options().dtype(ct);
-  auto none = [&] { return at::empty({0}, context.options()); };
-  const bool need_face = needs_grad[0], need_ctx = needs_grad[1], need_w1 = needs_grad[2],
-             need_b1 = needs_grad[3];
+  const bool need_ctx = needs_grad[1], need_w1 = needs_grad[2];
   const bool need_any = std::any_of(needs_grad.begin(), needs_grad.end(), [](bool x) { return x; });
   if (!need_any || d.B == 0) {
-    auto z = [&](const at::Tensor& t, bool n) { return n ? at::zeros_like(t) : none(); };
-    return {z(face, needs_grad[0]), z(context, needs_grad[1]), z(w1, needs_grad[2]),
-            z(b1, needs_grad[3]), z(w2, needs_grad[4]), z(b2, needs_grad[5]),
-            bn ? z(*hidden_scale, needs_grad[6]) : none(),
-            bn ? z(*hidden_shift, needs_grad[7]) : none()};
+    return host::zero_grads(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, needs_grad);
   }
-  auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d.Df);
+  auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
   auto gp = grad_pooled.to(ct).contiguous();
   auto ga = grad_attn.reshape({d.B, d.N}).to(ct).contiguous();
   auto glse = grad_lse.to(ct).contiguous();
@@ -941,14 +928,7 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   }
 
   // dcontext in the layout the kernel writes directly: channels_last stays channels_last.
-  at::Tensor dctx;
-  if (need_ctx) {
-    // Decided on the caller's tensor (not the converted copy) so fake kernels can match it.
-    const bool cl = context.is_contiguous(at::MemoryFormat::ChannelsLast) && !context.is_contiguous();
-    dctx = at::empty({d.B, d.Dc, d.H, d.W},
-                     opts.memory_format(cl ? at::MemoryFormat::ChannelsLast
-                                           : at::MemoryFormat::Contiguous));
-  }
+  const at::Tensor dctx = need_ctx ? host::empty_grad_context(context, d, ct) : at::Tensor();
   at::Tensor dU, dW1c, dw2, dgamma, dbeta;
   AT_DISPATCH_FLOATING_TYPES(ct, "gla_backward_cpu", [&] {
     auto V = describe_cells<scalar_t>(p.context);
@@ -984,19 +964,8 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
     dgamma = vec_total.narrow(0, d.Hd, d.Hd).clone();  // outputs must not alias
     dbeta = vec_total.narrow(0, 2 * d.Hd, d.Hd).clone();  // outputs must not alias
   });
-  auto out = [&](const at::Tensor& t, bool n) { return n ? t.to(st) : none(); };
-  at::Tensor gface = need_face ? dU.mm(p.w1.narrow(1, 0, d.Df)).to(st) : none();
-  at::Tensor gw1 = need_w1 ? at::cat({dU.t().mm(face.to(ct)), dW1c}, 1).to(st) : none();
-  return {gface,
-          out(dctx, need_ctx),
-          gw1,
-          need_b1 ? dU.sum(0).to(st) : none(),
-          out(dw2, needs_grad[4]),
-          // sum_i ds_i: 0 from pooled/attn (softmax is shift invariant), sum_b g_lse from lse;
-          // 0 * sum(du) keeps it non-finite where ds is (NaN / inf inputs), as PyTorch's sum is.
-          needs_grad[5] ? (grad_lse.to(ct).sum() + dU.sum() * 0).reshape(b2.sizes()).to(st) : none(),
-          bn ? out(dgamma, needs_grad[6]) : none(),
-          bn ? out(dbeta, needs_grad[7]) : none()};
+  return host::assemble_grads(face, context, b2, grad_lse, p, d, dU, dW1c, dctx, dw2, dgamma, dbeta, bn,
+                              needs_grad);
 }
 
 TORCH_LIBRARY_IMPL(glamor_fast, CPU, m) {

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "../gla_checks.h"
+#include "../gla_host.h"
 #include "gla.h"
 
 namespace glamor_fast {
@@ -27,34 +28,27 @@ Dtype dtype_tag(at::ScalarType st) {
   }
 }
 
-at::ScalarType acc_type(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+using host::compute_type;
 
 void check_launch(int err, const char* what) {
   TORCH_CHECK(err == 0, "glamor_fast: ", what, " failed: ",
               cudaGetErrorString(static_cast<cudaError_t>(err)));
 }
 
-// Parameters in the accumulation dtype. b2 is left out of the kernels' scores (softmax is
-// shift invariant) and added to lse here, so no device-to-host copy is needed.
-struct Prepared {
-  at::Tensor u, w1, w1c, w1c_t, w2, scale, shift, b2;
+// The shared parameters (csrc/gla_host.h) plus W1c itself (the backward reads it by rows) and
+// b2 as a 0-dim tensor: b2 is left out of the kernels' scores (softmax is shift invariant) and
+// added to lse here, so no device-to-host copy is needed.
+struct Prepared : host::Params {
+  at::Tensor w1c, b2;
 };
 
 Prepared prepare(const at::Tensor& face, const at::Tensor& w1, const at::Tensor& b1,
                  const at::Tensor& w2, const at::Tensor& b2, const c10::optional<at::Tensor>& scale,
                  const c10::optional<at::Tensor>& shift, const GlaDims& d) {
-  const auto at_ = acc_type(w1.scalar_type());
   Prepared p;
-  p.w1 = w1.to(at_).contiguous();
+  static_cast<host::Params&>(p) = host::prepare_params(face, w1, b1, w2, scale, shift, d);
   p.w1c = p.w1.narrow(1, d.Df, d.Dc).contiguous();
-  p.w1c_t = p.w1c.t().contiguous();
-  p.u = at::addmm(b1.to(at_), face.to(at_), p.w1.narrow(1, 0, d.Df).t()).contiguous();
-  p.w2 = w2.to(at_).contiguous();
-  if (scale.has_value()) {
-    p.scale = scale->to(at_).contiguous();
-    p.shift = shift->to(at_).contiguous();
-  }
-  p.b2 = b2.to(at_).reshape({});
+  p.b2 = b2.to(compute_type(w1.scalar_type())).reshape({});
   return p;
 }
 
@@ -83,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cuda(
   TORCH_CHECK(!save_hidden, "glamor_fast: the CUDA kernels always recompute the hidden layer "
               "(save_hidden / recompute=False is CPU-only for now)");
   c10::cuda::CUDAGuard guard(context.device());
-  const auto at_ = acc_type(context.scalar_type());
+  const auto at_ = compute_type(context.scalar_type());
   auto aopts = context.options().dtype(at_);
   auto pooled = at::empty({d.B, d.Dc}, context.options());
   auto attn = at::empty({d.B, d.H, d.W}, context.options());
@@ -119,17 +113,11 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   c10::cuda::CUDAGuard guard(context.device());
   const bool bn = hidden_scale.has_value();
   const auto st = context.scalar_type();
-  const auto at_ = acc_type(st);
+  const auto at_ = compute_type(st);
   auto aopts = context.options().dtype(at_);
-  auto none = [&] { return at::empty({0}, context.options()); };
-  auto zeros_if = [&](const at::Tensor& t, bool n) { return n ? at::zeros_like(t) : none(); };
   const bool need_any = std::any_of(needs_grad.begin(), needs_grad.end(), [](bool x) { return x; });
   if (!need_any || d.B == 0) {
-    return {zeros_if(face, needs_grad[0]), zeros_if(context, needs_grad[1]),
-            zeros_if(w1, needs_grad[2]), zeros_if(b1, needs_grad[3]),
-            zeros_if(w2, needs_grad[4]), zeros_if(b2, needs_grad[5]),
-            bn ? zeros_if(*hidden_scale, needs_grad[6]) : none(),
-            bn ? zeros_if(*hidden_shift, needs_grad[7]) : none()};
+    return host::zero_grads(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, needs_grad);
   }
   auto p = prepare(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
   auto gp = grad_pooled.to(at_).contiguous();
@@ -141,10 +129,7 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   at::Tensor dctx, dz;
   BackwardOut out{nullptr, 0, 0, 0, 0, nullptr, nullptr};
   if (needs_grad[1]) {
-    const bool cl = context.is_contiguous(at::MemoryFormat::ChannelsLast) && !context.is_contiguous();
-    dctx = at::empty({d.B, d.Dc, d.H, d.W},
-                     context.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
-                                                        : at::MemoryFormat::Contiguous));
+    dctx = host::empty_grad_context(context, d, st);  // the kernel writes storage-dtype values
     out.dctx = dctx.data_ptr();
     out.sb = dctx.stride(0);
     out.sc = dctx.stride(1);
@@ -167,20 +152,14 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   auto per_b = vec.sum(1);                            // (B, 4 Hd) float64, fixed-order reductions
   auto du = per_b.narrow(1, 3 * d.Hd, d.Hd).to(at_);  // (B, Hd)
   auto totals = per_b.narrow(1, 0, 3 * d.Hd).sum(0).to(at_);
-  auto out_t = [&](const at::Tensor& t, bool n) { return n ? t.to(st) : none(); };
-  at::Tensor gw1 = none();
+  at::Tensor dW1c;
   if (needs_grad[2]) {
     auto cells = context.permute({0, 2, 3, 1}).reshape({d.B * d.N, d.Dc}).to(at_);
-    gw1 = at::cat({du.t().mm(face.to(at_)), dz.t().mm(cells)}, 1).to(st);
+    dW1c = dz.t().mm(cells);
   }
-  return {needs_grad[0] ? du.mm(p.w1.narrow(1, 0, d.Df)).to(st) : none(),
-          needs_grad[1] ? dctx : none(),
-          gw1,
-          needs_grad[3] ? du.sum(0).to(st) : none(),
-          out_t(totals.narrow(0, 0, d.Hd).clone(), needs_grad[4]),
-          needs_grad[5] ? grad_lse.sum().reshape(b2.sizes()).to(st) : none(),
-          bn ? out_t(totals.narrow(0, d.Hd, d.Hd).clone(), needs_grad[6]) : none(),
-          bn ? out_t(totals.narrow(0, 2 * d.Hd, d.Hd).clone(), needs_grad[7]) : none()};
+  return host::assemble_grads(face, context, b2, grad_lse, p, d, du, dW1c, dctx,
+                              totals.narrow(0, 0, d.Hd).clone(), totals.narrow(0, d.Hd, d.Hd).clone(),
+                              totals.narrow(0, 2 * d.Hd, d.Hd).clone(), bn, needs_grad);
 }
 
 }  // namespace

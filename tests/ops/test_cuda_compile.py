@@ -29,3 +29,31 @@ def test_nvcc_compiles(source, arch, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     assert (tmp_path / "out.o").stat().st_size > 0
+
+
+def _cuda_include():
+    for root in (pathlib.Path("/usr/local/cuda/include"),) + tuple(sorted(pathlib.Path("/usr/local").glob("cuda-*/include"))):
+        if (root / "cuda_runtime_api.h").exists():
+            return root
+    return None
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or _cuda_include() is None,
+                    reason="needs g++ and the CUDA runtime headers")
+def test_cuda_binding_compiles_against_torch_headers(tmp_path):
+    """The ATen side of the CUDA backend (csrc/cuda/gla_binding.cpp) is built only where torch
+    has CUDA, never in CI: check it here with g++ -fsyntax-only against the installed torch's
+    headers (a CPU wheel ships c10/cuda too, all but one generated macros header)."""
+    import sysconfig
+
+    import torch
+
+    inc = pathlib.Path(torch.__file__).parent / "include"
+    macros = tmp_path / "c10" / "cuda" / "impl"
+    macros.mkdir(parents=True)
+    (macros / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    cmd = ["g++", "-std=c++17", "-fsyntax-only", f"-I{tmp_path}", f"-I{inc}", f"-I{inc / 'torch/csrc/api/include'}",
+           f"-I{_cuda_include()}", f"-I{CSRC}", f"-I{sysconfig.get_paths()['include']}",
+           str(CSRC / "cuda" / "gla_binding.cpp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]

@@ -652,11 +652,17 @@ struct GradContext {
 // delta = sum_i a_i t_i - g_lse; then ds_i = a_i (t_i - delta). Forming delta from the very
 // terms ds uses (as PyTorch's softmax backward does, rather than from gp . pooled) makes ds
 // exactly 0 where it truly is: one cell (a = 1), or a one-hot softmax.
+// 16-bit inputs: attn was rounded to 16 bits, so ds uses a recomputed in float32 from the scores
+// and lse, while delta is formed in the pre-pass from the rounded attn (converted exactly) and
+// the same t_i: where the softmax is one-hot (or N = 1) that attn is exactly 0 / 1, so ds is
+// exactly 0 there too.
 struct SoftmaxGrad {
-  const void* attn;  // (B, N) the forward's attn in the compute type, or nullptr: recompute a
-                     // from the scores and lse, and take delta as given (16-bit inputs)
-  void* t;           // (B, N) t_i precomputed, when a batch element spans several tiles; or nullptr
-  void* delta;       // (B): given (attn == nullptr) or written here
+  const void* attn;        // (B, N) a for ds: the forward's attn in the compute type, or nullptr:
+                           // recompute a from the scores and lse (16-bit inputs)
+  const void* attn_delta;  // (B, N) a for delta in the pre-pass (attn, or the 16-bit attn converted)
+  void* t;                 // (B, N) t_i precomputed by the pre-pass, or nullptr: formed per tile
+                           // (only when attn is given and every b is one tile)
+  void* delta;             // (B): written by the pre-pass or per tile
 };
 
 // t and delta of batch elements whose cells span several tiles (one pass over their cells).
@@ -696,8 +702,8 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
   T* delta = static_cast<T*>(sg.delta);
   const T* t_pre = static_cast<const T*>(sg.t);
   // With saved attn, a batch element in one tile forms delta inside its step; else a pre-pass.
-  if (a_saved != nullptr && t_pre != nullptr)
-    softmax_grad_prepass(V, S, B, gp, ga, a_saved, glse, static_cast<T*>(sg.t), delta);
+  if (t_pre != nullptr)
+    softmax_grad_prepass(V, S, B, gp, ga, static_cast<const T*>(sg.attn_delta), glse, static_cast<T*>(sg.t), delta);
   const W1cPacks pk = make_packs(P, S, N, Dc, Hd, need.context, dctx.cells_major);
   at::parallel_for(0, S.groups, 1, [&](int64_t g0, int64_t g1) {
     std::vector<T> z(Hd * S.tile), s(S.tile), ds(S.tile), a(S.tile);
@@ -722,15 +728,12 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         std::copy(t_pre + b * N + n0, t_pre + b * N + n0 + T_, tt.data());
         d = delta[b];
       } else {
+        // attn given and the whole of b is this tile (T_ == N)
         tile_gv(tv, gpb, T_, Dc, tt.data());
         for (int64_t j = 0; j < T_; ++j) tt[j] += ga[b * N + n0 + j];
-        if (a_saved != nullptr) {  // the whole of b is this tile (T_ == N)
-          double acc = 0;
-          for (int64_t j = 0; j < T_; ++j) acc += double(a[j]) * double(tt[j]);
-          d = T(acc) - glse[b];
-        } else {
-          d = delta[b];
-        }
+        double acc = 0;
+        for (int64_t j = 0; j < T_; ++j) acc += double(a[j]) * double(tt[j]);
+        d = T(acc) - glse[b];
       }
       for (int64_t j = 0; j < T_; ++j) ds[j] = a[j] * (tt[j] - d);
       // tile sums in T, then into the double accumulators.
@@ -914,18 +917,11 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   auto ga = grad_attn.reshape({d.B, d.N}).to(ct).contiguous();
   auto glse = grad_lse.to(ct).contiguous();
   auto lse_c = lse.to(ct).contiguous();
-  // float32 / float64: the kernel forms delta from the saved attn and its per-cell terms (exact
-  // zeros). 16-bit: attn was rounded to 16 bits, so a is recomputed in float32 from the scores
-  // and lse, with delta_b = gp . p + sum_i a_i ga_i - g_lse (d lse / d s_i = a_i) given here.
+  // The kernel forms delta from attn and the per-cell terms ds uses (exact zeros; see
+  // SoftmaxGrad). 16-bit: ds recomputes a in float32, delta uses the rounded attn.
   const bool a_saved = st == ct;
-  at::Tensor a_c, delta;
-  if (a_saved) {
-    a_c = attn.reshape({d.B, d.N}).contiguous();
-    delta = at::empty({d.B}, opts);
-  } else {
-    auto a = attn.reshape({d.B, d.N}).to(ct);
-    delta = ((gp * pooled.to(ct)).sum(1) + (a * ga).sum(1) - glse).contiguous();
-  }
+  const at::Tensor a_c = attn.reshape({d.B, d.N}).to(ct).contiguous();
+  const at::Tensor delta = at::empty({d.B}, opts);
 
   // dcontext in the layout the kernel writes directly: channels_last stays channels_last.
   const at::Tensor dctx = need_ctx ? host::empty_grad_context(context, d, ct) : at::Tensor();
@@ -941,9 +937,9 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
     BackwardNeeds need{need_ctx, need_w1};
     const bool dv_ct = !need_ctx || dctx.is_contiguous();
     const bool whole_b = S.chunks == 1 && S.tile >= d.N;  // every b in one tile
-    at::Tensor t_pre = a_saved && !whole_b ? at::empty({d.B, d.N}, opts) : at::Tensor();
-    SoftmaxGrad sg{a_saved ? a_c.data_ptr() : nullptr, t_pre.defined() ? t_pre.data_ptr() : nullptr,
-                   delta.data_ptr()};
+    at::Tensor t_pre = !a_saved || !whole_b ? at::empty({d.B, d.N}, opts) : at::Tensor();
+    SoftmaxGrad sg{a_saved ? a_c.data_ptr() : nullptr, a_c.data_ptr(),
+                   t_pre.defined() ? t_pre.data_ptr() : nullptr, delta.data_ptr()};
     backward_kernel<scalar_t>(V, P, d.B, d.Hd, S, gp.data_ptr<scalar_t>(),
                               ga.data_ptr<scalar_t>(), glse.data_ptr<scalar_t>(),
                               lse_c.data_ptr<scalar_t>(), sg,

@@ -394,8 +394,12 @@ def _exact_zero_cases():
 
 @pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])
 @pytest.mark.parametrize("name", ["n1", "one_hot", "one_hot_multi_tile"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_exact_zero_gradients_stay_exactly_zero(name, dtype, fn, two_threads):
+    """float32/float64 and 16-bit inputs alike (16-bit: ds from a recomputed in float32, delta
+    from the rounded attn, which is exactly 0 / 1 here)."""
+    if dtype == torch.float16 and name == "one_hot_multi_tile":
+        pytest.skip("its scores (w2 ~ 1e5) overflow float16")
     x = [None if t is None else t.to(dtype) for t in _exact_zero_cases()[name]]
     p, a, g, gp, ga = _run(fn, x)
     rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)

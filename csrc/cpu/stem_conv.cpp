@@ -37,8 +37,12 @@ SC_INLINE void pooled_row(const float* __restrict__ xp, int64_t rs, const float*
     const float* p = xp + 2 * ow * CI;
     float a0[CO], a1[CO], a2[CO], a3[CO];
     for (int o = 0; o < CO; ++o) a0[o] = a1[o] = a2[o] = a3[o] = bias[o];
+    // Fully unrolled: otherwise gcc keeps the accumulators on the stack between taps.
+#pragma GCC unroll 3
     for (int ky = 0; ky < 3; ++ky) {
+#pragma GCC unroll 3
       for (int kx = 0; kx < 3; ++kx) {
+#pragma GCC unroll 4
         for (int c = 0; c < CI; ++c) {
           const float* px = p + ky * rs + kx * CI + c;
           const float v0 = px[0], v1 = px[CI], v2 = px[rs], v3 = px[rs + CI];

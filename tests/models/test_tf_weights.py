@@ -134,3 +134,21 @@ def test_keras_momentum_reaches_the_running_statistics():
     gla_bn = model.attention.norm
     assert int(gla_bn.num_batches_tracked) == 1 and gla_bn.momentum == 0.01
     assert gla_bn.running_mean.abs().max() > 0 and (gla_bn.running_var >= 0.99 - 1e-6).all()
+
+
+def test_optimized_for_inference_reproduces_tensorflows_outputs(expected):
+    """The authors' weights through optimize_for_inference (BatchNorm folded, the one-pass ReLU +
+    pool and first-layer kernels, channels_last): still TensorFlow's outputs."""
+    from glamor_fast.ops.relu_pool import ReLUMaxPool2d
+    from glamor_fast.ops.stem_conv import Conv3x3ReLUPool2d
+
+    face, context, probs, attention = expected
+    model = glamor_fast.optimize_for_inference(glamor_fast.load_tf_checkpoint(PREFIX, backend="cpp"))
+    kinds = [type(m) for m in model.modules()]
+    assert kinds.count(Conv3x3ReLUPool2d) == 2 and kinds.count(ReLUMaxPool2d) == 6
+    cl = torch.channels_last
+    with torch.inference_mode():
+        logits, attn, _ = model(face.contiguous(memory_format=cl), context.contiguous(memory_format=cl),
+                                return_details=True)
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), probs, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(attn.numpy(), attention, atol=1e-5, rtol=0)

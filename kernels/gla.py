@@ -26,7 +26,8 @@ Backward, given gp = dL/dp (B, Dc) and ga = dL/da (B, N):
     dv_i  = a_i gp + W1c^T dz_i                           (cuBLAS addmm over dz)
     dW1c  = sum_{b,i} dz_i v_i^T                          (cuBLAS mm over dz)
     dw2 = sum ds_i h_i,  dgamma = sum dy_i h1_i,  dbeta = sum dy_i,  du_b = sum_i dz_i
-    db1 = sum_b du_b;  dW1f = sum_b du_b f_b^T;  df_b = W1f^T du_b;  db2 = 0 exactly
+    db1 = sum_b du_b;  dW1f = sum_b du_b f_b^T;  df_b = W1f^T du_b;  db2 = sum_b g_lse
+    (lse = log sum_i exp(s_i) is an output too: d lse / d s_i = a_i, so delta -= g_lse)
 
 _gla_bwd_kernel runs one program per (b, cell split); the per-hidden-unit sums stay in
 registers and each program writes its own row of partials, which the host sums in a fixed
@@ -510,11 +511,12 @@ def _cells(context: torch.Tensor) -> torch.Tensor:
 
 def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift,
                  lse, probs, u, needs: Sequence[bool], deterministic: bool = True,
-                 num_splits: Optional[int] = None):
+                 num_splits: Optional[int] = None, grad_lse=None):
     """Fused GLA backward.
 
     ``needs`` = (face, context, w1, b1, w2, b2, bn) booleans, as in ``ctx.needs_input_grad``
-    (bn covers hidden_scale and hidden_shift). ``grad_attn`` (B, H, W) may be None.
+    (bn covers hidden_scale and hidden_shift). ``grad_attn`` (B, H, W) and ``grad_lse`` (B,)
+    may be None; d lse / d s_i = a_i, so g_lse enters as delta - g_lse and db2 = sum_b g_lse.
     Returns ``[dface, dcontext, dw1, db1, dw2, db2, dscale, dshift]``, None where not needed.
     Every reduction runs in a fixed order, so the result is bitwise reproducible whatever
     ``deterministic`` says. dW1c = dz^T V and dV = a gp^T + dz W1c are cuBLAS matmuls over a
@@ -531,8 +533,9 @@ def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hi
     has_bn = hidden_scale is not None
     need_bn = need_bn and has_bn
     out = [None] * 8
-    if need_b2:
-        out[5] = torch.zeros((), dtype=dtype, device=dev)  # softmax is shift invariant
+    if need_b2:  # softmax is shift invariant: only lse depends on b2
+        out[5] = (grad_lse.to(torch.float32).sum() if grad_lse is not None
+                  else torch.zeros((), dtype=torch.float32, device=dev)).to(dtype)
     need_du = need_face or need_w1 or need_b1
     if not (need_ctx or need_w1 or need_du or need_w2 or need_bn):
         return out
@@ -559,6 +562,8 @@ def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hi
         _gla_delta_kernel[(B,)](
             context, probs, gp, ga, g, delta, N, W, Dc, Hd, *context.stride(),
             HAS_GA=has_ga, BLOCK_H=block_h)
+        if grad_lse is not None:
+            delta -= grad_lse.reshape(B).to(torch.float32)
         _gla_bwd_kernel[(B, S)](
             context, w1, u, w2c, scale, shift, probs, g, delta,
             dz, du, dw2, dscale, dshift,

@@ -5,8 +5,8 @@ that calls them without graph breaks, using the fake kernels below for shapes):
 
     glamor_fast::gla_triton_fwd(face, context, w1, b1, w2, b2, hidden_scale?, hidden_shift?,
                                 deterministic) -> (pooled, attn, lse, probs, u)
-    glamor_fast::gla_triton_bwd(grad_pooled, grad_attn?, face, context, w1, w2, hidden_scale?,
-                                hidden_shift?, lse, probs, u, needs, deterministic)
+    glamor_fast::gla_triton_bwd(grad_pooled, grad_attn?, grad_lse?, face, context, w1, w2,
+                                hidden_scale?, hidden_shift?, lse, probs, u, needs, deterministic)
                                 -> [dface, dcontext, dw1, db1, dw2, db2, dscale, dshift]
 
 The forward's autograd formula calls the backward op; gradients not asked for (per
@@ -103,14 +103,16 @@ _GRAD_NAMES = ("face", "context", "w1", "b1", "w2", "b2", "hidden_scale", "hidde
 
 
 @torch.library.custom_op("glamor_fast::gla_triton_bwd", mutates_args=())
-def gla_triton_bwd(grad_pooled: Tensor, grad_attn: Optional[Tensor], face: Tensor, context: Tensor,
+def gla_triton_bwd(grad_pooled: Tensor, grad_attn: Optional[Tensor], grad_lse: Optional[Tensor],
+                   face: Tensor, context: Tensor,
                    w1: Tensor, w2: Tensor, hidden_scale: Optional[Tensor],
                    hidden_shift: Optional[Tensor], lse: Tensor, scores: Tensor, u: Tensor,
                    needs: list[bool], deterministic: bool) -> list[Tensor]:
     """Gradients of (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift); an empty
     tensor where ``needs`` (face, context, w1, b1, w2, b2, bn) says it is not wanted."""
     grads = _load_kernels().gla_backward(grad_pooled, grad_attn, face, context, w1, w2,
-                                         hidden_scale, hidden_shift, lse, scores, u, needs, deterministic)
+                                         hidden_scale, hidden_shift, lse, scores, u, needs, deterministic,
+                                         grad_lse=grad_lse)
     return [g if g is not None else context.new_empty(0) for g in grads]
 
 
@@ -122,7 +124,7 @@ def _grad_shapes(face, context, w1, hidden_scale, needs):
 
 
 @gla_triton_bwd.register_fake
-def _(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u,
+def _(grad_pooled, grad_attn, grad_lse, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u,
       needs, deterministic):
     out = []
     for i, shape in enumerate(_grad_shapes(face, context, w1, hidden_scale, needs)):
@@ -139,28 +141,28 @@ def _(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift,
 def _setup_context(ctx, inputs, output):
     face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic = inputs
     _, _, lse, scores, u = output
-    ctx.mark_non_differentiable(lse, scores, u)
+    ctx.mark_non_differentiable(scores, u)  # lse is differentiable, as the cpp/cuda op's
     ctx.set_materialize_grads(False)  # an unused attn (or pooled) arrives as None: less work
     ctx.save_for_backward(face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, b1, b2)
     ctx.deterministic = deterministic
     ctx.b2_shape = b2.shape
 
 
-def _backward(ctx, grad_pooled, grad_attn, *unused):
+def _backward(ctx, grad_pooled, grad_attn, grad_lse, *unused):
     face, context, w1, w2, hidden_scale, hidden_shift, lse, scores, u, b1, b2 = ctx.saved_tensors
     ng = ctx.needs_input_grad
     if torch.is_grad_enabled():  # create_graph=True: gla_triton_bwd has no derivative
         inputs = (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
         needs8 = [bool(ng[i]) and inputs[i] is not None for i in range(8)]
-        return (*gla_reference_vjp(inputs, needs8, grad_pooled, grad_attn), None)
+        return (*gla_reference_vjp(inputs, needs8, grad_pooled, grad_attn, grad_lse), None)
     needs = [ng[0], ng[1], ng[2], ng[3], ng[4], ng[5], ng[6] or ng[7]]
     if grad_pooled is None:
         grad_pooled = torch.zeros(face.shape[0], context.shape[1], dtype=context.dtype, device=context.device)
     # The host side uses torch matmuls: autocast (if backward runs inside it) must not recast them.
     with torch.autocast(context.device.type, enabled=False):
         grads = torch.ops.glamor_fast.gla_triton_bwd(
-            grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift, lse, scores,
-            u, needs, ctx.deterministic)
+            grad_pooled, grad_attn, grad_lse, face, context, w1, w2, hidden_scale, hidden_shift, lse,
+            scores, u, needs, ctx.deterministic)
     result = []
     for i, g in enumerate(grads):
         wanted = ng[i] and (i < 6 or hidden_scale is not None)

@@ -279,8 +279,36 @@ def test_opcheck_backward_op():
     ga = torch.randn(2, 3, 4, device=DEVICE)
     for needs in ([True] * 7, [False, True, False, False, True, False, False]):
         torch.library.opcheck(torch.ops.glamor_fast.gla_triton_bwd,
-                              (gp, ga, x[0], x[1], x[2], x[4], x[6], x[7], lse, scores, u, needs, True),
+                              (gp, ga, torch.randn_like(lse), x[0], x[1], x[2], x[4], x[6], x[7], lse, scores, u,
+                               needs, True),
                               test_utils=("test_schema", "test_faketensor"))
+
+
+def test_grad_lse_matches_autograd_of_logsumexp():
+    """The forward op's lse is differentiable, as the cpp/cuda op's is (d lse / d s = attn): the
+    gradients of lse alone and of lse with pooled and attn, against autograd of logsumexp."""
+    x64 = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=5, folded_bn=True)
+    x = [t.float().to(DEVICE).requires_grad_(True) for t in x64]
+    xr = [t.detach().requires_grad_(True) for t in x64]
+    cells = xr[1].flatten(2).transpose(1, 2)
+    joined = torch.cat([xr[0].unsqueeze(1).expand(-1, cells.shape[1], -1), cells], -1)
+    scores = torch.relu(torch.relu(joined @ xr[2].t() + xr[3]) * xr[6] + xr[7]) @ xr[4] + xr[5]
+    ref_lse = torch.logsumexp(scores, dim=1)
+    ref_p, ref_a = gla_reference(*xr)
+    gl = torch.randn(2, dtype=torch.float64)
+    for with_outputs in (False, True):
+        pooled, attn, lse, _, _ = torch.ops.glamor_fast.gla_triton_fwd(*x, True)
+        torch.testing.assert_close(lse.cpu().double(), ref_lse.detach(), rtol=1e-5, atol=1e-5)
+        loss = (lse * gl.float().to(DEVICE)).sum()
+        ref_loss = (ref_lse * gl).sum()
+        if with_outputs:
+            loss = loss + pooled.square().sum() + attn.sum()
+            ref_loss = ref_loss + ref_p.square().sum() + ref_a.sum()
+        got = torch.autograd.grad(loss, x)
+        want = torch.autograd.grad(ref_loss, xr, retain_graph=True)
+        for name, g, w in zip(NAMES, got, want):
+            # float32 kernels against float64: ~1e-6 relative, 1e-4 leaves margin, a wrong term is O(1)
+            torch.testing.assert_close(g.cpu().double(), w, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_cpu_without_interpreter_says_how_to_run(monkeypatch):

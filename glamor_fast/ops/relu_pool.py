@@ -44,9 +44,12 @@ def relu_pool_backend(x: torch.Tensor) -> str:
 
 
 def relu_pool(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, H//2, W//2): ``max_pool2d(relu(x), 2)``; see the module docstring."""
+    """(N, C, H, W) -> (N, C, H//2, W//2): ``max_pool2d(relu(x), 2)``; see the module docstring.
+    An unbatched (C, H, W) input gives (C, H//2, W//2), as nn.MaxPool2d does."""
+    if x.dim() == 3:
+        return relu_pool(x.unsqueeze(0)).squeeze(0)
     if x.dim() != 4:
-        raise ValueError(f"relu_pool: x must be (N, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"relu_pool: x must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"relu_pool: H and W must be >= 2 for a 2x2 pool, got x {tuple(x.shape)}")
     if relu_pool_backend(x) == "cpp":

@@ -63,6 +63,8 @@ class Conv3x3ReLUPool2d(nn.Conv2d):
         return "reference"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # unbatched (Cin, H, W), as nn.Conv2d accepts
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2:
             raise ValueError(f"Conv3x3ReLUPool2d: x must be (N, {self.in_channels}, H >= 2, W >= 2), "
                              f"got shape {tuple(x.shape)}")

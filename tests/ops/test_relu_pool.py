@@ -82,7 +82,13 @@ def test_opcheck_and_compile():
         _same(fn(x), F.max_pool2d(F.relu(x), 2))
 
 
-@pytest.mark.parametrize("shape, match", [((2, 3, 4), r"\(N, C, H, W\)"), ((2, 3, 1, 4), "H and W")])
+def test_unbatched_input_like_maxpool2d():
+    x = torch.randn(5, 6, 7)
+    with torch.no_grad():
+        _same(relu_pool(x), F.max_pool2d(F.relu(x), 2))
+
+
+@pytest.mark.parametrize("shape, match", [((2, 3), r"\(N, C, H, W\)"), ((2, 3, 1, 4), "H and W")])
 def test_bad_shapes(shape, match):
     with pytest.raises(ValueError, match=match):
         relu_pool(torch.randn(shape))

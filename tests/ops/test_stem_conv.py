@@ -91,6 +91,13 @@ def test_gradients_and_other_dtypes_run_the_literal_ops():
         assert layer32.stem_backend(x32) == "cpp"
 
 
+def test_unbatched_input_like_conv2d():
+    layer = _layer(3, 32)
+    x = torch.rand(3, 10, 12)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), _check(layer, x.unsqueeze(0)).squeeze(0), rtol=0, atol=0)
+
+
 def test_state_dict_is_the_conv_s():
     conv = nn.Conv2d(3, 32, 3, padding=1)
     layer = Conv3x3ReLUPool2d.from_conv(conv)

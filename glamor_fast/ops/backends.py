@@ -101,7 +101,15 @@ def choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> st
     return backend
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without importing torch._dynamo, which cost about
+    a second of every command's start-up: the decorator only sets this attribute
+    (tests/ops/test_dispatch.py checks that it still does)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def _choose_for_compile(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     # torch.compile runs this once while tracing and keeps the name as a constant: the
     # imports and checks inside are not traceable, and their answer cannot change.

@@ -175,3 +175,25 @@ def test_recompute_policy_is_passed_through_and_refused_where_unsupported(monkey
         x = make_gla_inputs(dtype=torch.float32)
         with pytest.raises(ValueError, match="recompute=False .* cpp backend only"):
             gla(*x, backend="triton", recompute=False)
+
+
+def test_choose_for_compile_is_marked_as_torch_compiler_would():
+    """backends marks _choose_for_compile constant by hand (importing torch._dynamo for the
+    decorator cost a second of start-up): the mark must be what torch.compiler sets."""
+    from glamor_fast.ops import backends
+
+    def probe():
+        return None
+
+    marked = torch.compiler.assume_constant_result(probe)
+    names = {k for k in vars(marked) if "dynamo" in k}
+    assert names and all(getattr(backends._choose_for_compile, k, None) == v for k, v in vars(marked).items())
+
+
+def test_import_does_not_load_dynamo():
+    import subprocess
+    import sys
+
+    code = "import sys, glamor_fast, glamor_fast.cli.predict; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "gla_checks.h"
+#include "layout.h"
 
 namespace glamor_fast {
 namespace host {
@@ -43,7 +44,7 @@ inline Params prepare_params(const at::Tensor& face, const at::Tensor& w1, const
 // is, so the kernels write it directly. Decided on the caller's tensor: the Python fake kernel
 // sees only that.
 inline at::Tensor empty_grad_context(const at::Tensor& context, const GlaDims& d, at::ScalarType dtype) {
-  const bool cl = context.is_contiguous(at::MemoryFormat::ChannelsLast) && !context.is_contiguous();
+  const bool cl = is_channels_last(context);
   return at::empty({d.B, d.Dc, d.H, d.W},
                    context.options().dtype(dtype).memory_format(cl ? at::MemoryFormat::ChannelsLast
                                                                    : at::MemoryFormat::Contiguous));

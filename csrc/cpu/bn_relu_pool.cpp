@@ -24,16 +24,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "../layout.h"
+#include "vec_common.h"
+
 namespace {
 
-#define BRP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define BRP_INLINE inline __attribute__((always_inline))
 
 constexpr int64_t kChunks = 64;  // fixed reduction chunks: deterministic for any thread count
 
-bool wants_channels_last(const at::Tensor& t) {
-  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
-}
 
 at::Tensor to_cl(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
 
@@ -46,7 +44,7 @@ at::Tensor to_cl(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::Ch
 constexpr int64_t kBlockRows = 32;
 
 template <typename T, typename RowFn>
-BRP_INLINE void blocked_sums(int64_t rows, int64_t C, double* __restrict__ s1, double* __restrict__ s2, RowFn row) {
+GLAMOR_CPU_INLINE void blocked_sums(int64_t rows, int64_t C, double* __restrict__ s1, double* __restrict__ s2, RowFn row) {
   std::vector<T> b1(C), b2(C);
   for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
     std::fill(b1.begin(), b1.end(), T(0));
@@ -61,7 +59,7 @@ BRP_INLINE void blocked_sums(int64_t rows, int64_t C, double* __restrict__ s1, d
 
 // sum(x - shift), sum((x - shift)^2) per channel.
 template <typename T>
-BRP_INLINE void stats_rows(const T* __restrict__ x, int64_t rows, int64_t C, const double* __restrict__ shift,
+GLAMOR_CPU_INLINE void stats_rows(const T* __restrict__ x, int64_t rows, int64_t C, const double* __restrict__ shift,
                            double* __restrict__ s, double* __restrict__ q) {
   std::vector<T> sh(C);
   for (int64_t c = 0; c < C; ++c) sh[c] = T(shift[c]);
@@ -77,11 +75,11 @@ BRP_INLINE void stats_rows(const T* __restrict__ x, int64_t rows, int64_t C, con
   });
 }
 
-BRP_CLONES void stats_rows_f(const float* x, int64_t rows, int64_t C, const double* shift, double* s,
+GLAMOR_CPU_CLONES void stats_rows_f(const float* x, int64_t rows, int64_t C, const double* shift, double* s,
                              double* q) {
   stats_rows(x, rows, C, shift, s, q);
 }
-BRP_CLONES void stats_rows_d(const double* x, int64_t rows, int64_t C, const double* shift, double* s,
+GLAMOR_CPU_CLONES void stats_rows_d(const double* x, int64_t rows, int64_t C, const double* shift, double* s,
                              double* q) {
   stats_rows(x, rows, C, shift, s, q);
 }
@@ -94,23 +92,23 @@ void stats_rows_any(const double* x, int64_t r, int64_t C, const double* sh, dou
 
 // One pooled row: x rows (2*oh, 2*oh+1) of width W -> OW pooled pixels.
 template <typename T>
-BRP_INLINE T bn_relu(T x, T mean, T scale, T beta) {
+GLAMOR_CPU_INLINE T bn_relu(T x, T mean, T scale, T beta) {
   T z = (x - mean) * scale + beta;
   return z < T(0) ? T(0) : z;  // relu; NaN stays NaN
 }
 
 // Window element k replaces the running max when larger or NaN (at::max_pool2d's rule).
 template <typename T>
-BRP_INLINE void pool_take(T xk, uint8_t k, T m, T s, T be, T& best, T& bx, uint8_t& bi) {
+GLAMOR_CPU_INLINE void pool_take(T xk, uint8_t k, T m, T s, T be, T& best, T& bx, uint8_t& bi) {
   const T rk = bn_relu(xk, m, s, be);
-  const bool take = (rk > best) || (rk != rk);
+  const bool take = glamor_fast::cpu::max_takes(best, rk);
   best = take ? rk : best;
   bx = take ? xk : bx;
   bi = take ? k : bi;
 }
 
 template <typename T>
-BRP_INLINE void pool_row(const T* __restrict__ x0, const T* __restrict__ x1, int64_t OW, int64_t C,
+GLAMOR_CPU_INLINE void pool_row(const T* __restrict__ x0, const T* __restrict__ x1, int64_t OW, int64_t C,
                          const T* __restrict__ mean, const T* __restrict__ scale, const T* __restrict__ beta,
                          T* __restrict__ y, T* __restrict__ xp, uint8_t* __restrict__ idx) {
   for (int64_t ow = 0; ow < OW; ++ow) {
@@ -137,11 +135,11 @@ BRP_INLINE void pool_row(const T* __restrict__ x0, const T* __restrict__ x1, int
   }
 }
 
-BRP_CLONES void pool_row_f(const float* x0, const float* x1, int64_t OW, int64_t C, const float* m,
+GLAMOR_CPU_CLONES void pool_row_f(const float* x0, const float* x1, int64_t OW, int64_t C, const float* m,
                            const float* s, const float* b, float* y, float* xp, uint8_t* idx) {
   pool_row(x0, x1, OW, C, m, s, b, y, xp, idx);
 }
-BRP_CLONES void pool_row_d(const double* x0, const double* x1, int64_t OW, int64_t C, const double* m,
+GLAMOR_CPU_CLONES void pool_row_d(const double* x0, const double* x1, int64_t OW, int64_t C, const double* m,
                            const double* s, const double* b, double* y, double* xp, uint8_t* idx) {
   pool_row(x0, x1, OW, C, m, s, b, y, xp, idx);
 }
@@ -156,7 +154,7 @@ void pool_row_any(const double* x0, const double* x1, int64_t OW, int64_t C, con
 
 // Backward reduction over pooled pixels: s1 += dz, s2 += dz*(xp-mean).
 template <typename T>
-BRP_INLINE void bwd_reduce_rows(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ xp,
+GLAMOR_CPU_INLINE void bwd_reduce_rows(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ xp,
                                 int64_t rows, int64_t C, const T* __restrict__ mean, double* __restrict__ s1,
                                 double* __restrict__ s2) {
   blocked_sums<T>(rows, C, s1, s2, [&](int64_t r, T* __restrict__ a1, T* __restrict__ a2) {
@@ -173,11 +171,11 @@ BRP_INLINE void bwd_reduce_rows(const T* __restrict__ dy, const T* __restrict__ 
   });
 }
 
-BRP_CLONES void bwd_reduce_f(const float* dy, const float* y, const float* xp, int64_t rows, int64_t C,
+GLAMOR_CPU_CLONES void bwd_reduce_f(const float* dy, const float* y, const float* xp, int64_t rows, int64_t C,
                              const float* mean, double* s1, double* s2) {
   bwd_reduce_rows(dy, y, xp, rows, C, mean, s1, s2);
 }
-BRP_CLONES void bwd_reduce_d(const double* dy, const double* y, const double* xp, int64_t rows, int64_t C,
+GLAMOR_CPU_CLONES void bwd_reduce_d(const double* dy, const double* y, const double* xp, int64_t rows, int64_t C,
                              const double* mean, double* s1, double* s2) {
   bwd_reduce_rows(dy, y, xp, rows, C, mean, s1, s2);
 }
@@ -201,7 +199,7 @@ struct DxCoef {
 
 // dx of pixels outside every window (a floored-off last row or column): dz = 0.
 template <typename T>
-BRP_INLINE void bwd_dx_plain(const T* __restrict__ x, T* __restrict__ dx, int64_t C, DxCoef<T> k) {
+GLAMOR_CPU_INLINE void bwd_dx_plain(const T* __restrict__ x, T* __restrict__ dx, int64_t C, DxCoef<T> k) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < C; ++c) dx[c] = k.b[c] - k.c1[c] * (x[c] - k.mean[c]);
 }
@@ -209,7 +207,7 @@ BRP_INLINE void bwd_dx_plain(const T* __restrict__ x, T* __restrict__ dx, int64_
 // dx of input rows 2*oh and 2*oh+1 (x0/d0, x1/d1: W pixels of C) from pooled row oh (OW pixels):
 // each window's dy, y and idx are read once for its four pixels.
 template <typename T>
-BRP_INLINE void bwd_dx_rows(const T* __restrict__ x0, const T* __restrict__ x1, T* __restrict__ d0,
+GLAMOR_CPU_INLINE void bwd_dx_rows(const T* __restrict__ x0, const T* __restrict__ x1, T* __restrict__ d0,
                             T* __restrict__ d1, int64_t W, int64_t OW, int64_t C, const T* __restrict__ dy,
                             const T* __restrict__ y, const uint8_t* __restrict__ idx, DxCoef<T> k) {
   const T* __restrict__ mean = k.mean;
@@ -235,7 +233,7 @@ BRP_INLINE void bwd_dx_rows(const T* __restrict__ x0, const T* __restrict__ x1, 
 }
 
 #define BRP_DX_CLONE(T, NAME)                                                                              \
-  BRP_CLONES void NAME(const T* x0, const T* x1, T* d0, T* d1, int64_t W, int64_t OW, int64_t C,           \
+  GLAMOR_CPU_CLONES void NAME(const T* x0, const T* x1, T* d0, T* d1, int64_t W, int64_t OW, int64_t C,           \
                        const T* dy, const T* y, const uint8_t* idx, DxCoef<T> k) {                         \
     bwd_dx_rows(x0, x1, d0, d1, W, OW, C, dy, y, idx, k);                                                  \
   }                                                                                                        \
@@ -291,7 +289,7 @@ void check_inputs(const char* fn, const at::Tensor& x, const at::Tensor& weight,
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_forward_cpu(
     const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in, double eps) {
   check_inputs("bn_relu_pool_forward", x_in, weight_in, bias_in);
-  const bool cl = wants_channels_last(x_in);
+  const bool cl = glamor_fast::is_channels_last(x_in);
   const at::Tensor x = to_cl(x_in);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OH = H / 2, OW = W / 2;
@@ -357,7 +355,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_backward_cpu(
                 t->sizes());
   }
   TORCH_CHECK(idx_in.scalar_type() == at::kByte, "bn_relu_pool_backward: idx must be uint8");
-  const bool cl = wants_channels_last(x_in);
+  const bool cl = glamor_fast::is_channels_last(x_in);
   const at::Tensor x = to_cl(x_in), dy = to_cl(grad_y_in.to(x_in.scalar_type())), y = to_cl(y_in);
   const at::Tensor idx = to_cl(idx_in), xp = to_cl(xp_in);
   at::Tensor dx = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));

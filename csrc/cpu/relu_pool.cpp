@@ -13,19 +13,18 @@
 
 #include <cstdint>
 
-#include "cpu/pool_math.h"
+#include "../layout.h"
+#include "vec_common.h"
 
 namespace {
 
 using glamor_fast::cpu::nan_max;
 using glamor_fast::cpu::relu_of;
 
-#define RP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define RP_INLINE inline __attribute__((always_inline))
 
 // One output row, channels_last: x0/x1 the two input rows (W*C each), y the output row (OW*C).
 template <typename T>
-RP_INLINE void row_cl(const T* __restrict__ x0, const T* __restrict__ x1, int64_t OW, int64_t C,
+GLAMOR_CPU_INLINE void row_cl(const T* __restrict__ x0, const T* __restrict__ x1, int64_t OW, int64_t C,
                       T* __restrict__ y) {
   for (int64_t ow = 0; ow < OW; ++ow) {
     const T* a0 = x0 + 2 * ow * C;
@@ -40,16 +39,16 @@ RP_INLINE void row_cl(const T* __restrict__ x0, const T* __restrict__ x1, int64_
 
 // One output row, NCHW: x0/x1 two input rows (W each) of one plane, y the output row (OW).
 template <typename T>
-RP_INLINE void row_nchw(const T* __restrict__ x0, const T* __restrict__ x1, int64_t OW, T* __restrict__ y) {
+GLAMOR_CPU_INLINE void row_nchw(const T* __restrict__ x0, const T* __restrict__ x1, int64_t OW, T* __restrict__ y) {
   for (int64_t ow = 0; ow < OW; ++ow) {
     y[ow] = relu_of(nan_max(nan_max(nan_max(x0[2 * ow], x0[2 * ow + 1]), x1[2 * ow]), x1[2 * ow + 1]));
   }
 }
 
-RP_CLONES void row_cl_f(const float* x0, const float* x1, int64_t OW, int64_t C, float* y) { row_cl(x0, x1, OW, C, y); }
-RP_CLONES void row_cl_d(const double* x0, const double* x1, int64_t OW, int64_t C, double* y) { row_cl(x0, x1, OW, C, y); }
-RP_CLONES void row_nchw_f(const float* x0, const float* x1, int64_t OW, float* y) { row_nchw(x0, x1, OW, y); }
-RP_CLONES void row_nchw_d(const double* x0, const double* x1, int64_t OW, double* y) { row_nchw(x0, x1, OW, y); }
+GLAMOR_CPU_CLONES void row_cl_f(const float* x0, const float* x1, int64_t OW, int64_t C, float* y) { row_cl(x0, x1, OW, C, y); }
+GLAMOR_CPU_CLONES void row_cl_d(const double* x0, const double* x1, int64_t OW, int64_t C, double* y) { row_cl(x0, x1, OW, C, y); }
+GLAMOR_CPU_CLONES void row_nchw_f(const float* x0, const float* x1, int64_t OW, float* y) { row_nchw(x0, x1, OW, y); }
+GLAMOR_CPU_CLONES void row_nchw_d(const double* x0, const double* x1, int64_t OW, double* y) { row_nchw(x0, x1, OW, y); }
 void row_cl_any(const float* x0, const float* x1, int64_t OW, int64_t C, float* y) { row_cl_f(x0, x1, OW, C, y); }
 void row_cl_any(const double* x0, const double* x1, int64_t OW, int64_t C, double* y) { row_cl_d(x0, x1, OW, C, y); }
 void row_nchw_any(const float* x0, const float* x1, int64_t OW, float* y) { row_nchw_f(x0, x1, OW, y); }
@@ -62,7 +61,7 @@ at::Tensor relu_pool_cpu(const at::Tensor& x_in) {
   TORCH_CHECK(x_in.size(2) >= 2 && x_in.size(3) >= 2, "relu_pool: H and W must be >= 2, got ", x_in.sizes());
   const int64_t N = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t OH = H / 2, OW = W / 2;
-  const bool cl = x_in.is_contiguous(at::MemoryFormat::ChannelsLast) && !x_in.is_contiguous();
+  const bool cl = glamor_fast::is_channels_last(x_in);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor x = x_in.contiguous(fmt);
   at::Tensor y = at::empty({N, C, OH, OW}, x.options().memory_format(fmt));

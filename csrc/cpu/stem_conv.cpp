@@ -16,22 +16,20 @@
 
 #include <cstdint>
 
-#include "cpu/pool_math.h"
+#include "vec_common.h"
 
 namespace {
 
 using glamor_fast::cpu::nan_max;
 using glamor_fast::cpu::relu_of;
 
-#define SC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define SC_INLINE inline __attribute__((always_inline))
 
 // One pooled output row: OW windows x CO output channels of one group. For each window the four
 // pixels' accumulators a[q][o] = bias[o] + patch_q . wk[:, o] live in registers (every loop
 // bound is a compile-time constant), each weight vector is loaded once for the four pixels.
 // xp: padded NHWC rows 2*oh.. (rs = row stride); wk (9 * CI, CO) = [ky][kx][c][o].
 template <int CI, int CO>
-SC_INLINE void pooled_row(const float* __restrict__ xp, int64_t rs, const float* __restrict__ wk,
+GLAMOR_CPU_INLINE void pooled_row(const float* __restrict__ xp, int64_t rs, const float* __restrict__ wk,
                           const float* __restrict__ bias, int64_t OW, float* __restrict__ y, int64_t y_pixel_stride) {
   for (int64_t ow = 0; ow < OW; ++ow) {
     const float* p = xp + 2 * ow * CI;
@@ -66,7 +64,7 @@ constexpr int kGroup = 16;  // output channels per AVX-512 vector
 using RowFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*, int64_t);
 
 #define SC_ROW(CI, CO)                                                                                    \
-  SC_CLONES void pooled_row_##CI##_##CO(const float* xp, int64_t rs, const float* wk, const float* bias, \
+  GLAMOR_CPU_CLONES void pooled_row_##CI##_##CO(const float* xp, int64_t rs, const float* wk, const float* bias, \
                                          int64_t OW, float* y, int64_t s) {                              \
     pooled_row<CI, CO>(xp, rs, wk, bias, OW, y, s);                                                       \
   }

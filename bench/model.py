@@ -43,7 +43,7 @@ from glamor_fast.ops.backends import BACKEND_MODULES
 from .gla import select_backends
 from .machine import machine_info
 from glamor_fast.models.encoders import set_block_backend
-from glamor_fast.models.speed import fold_batchnorm, fuse_relu_pool, fuse_stem
+from glamor_fast.models.speed import fold_batchnorm, optimize_for_inference
 from .block import run_block
 from .timing import peak_extra_bytes
 
@@ -127,9 +127,7 @@ def build_step(s: Setting, preset: str, batch: int, device: torch.device = torch
     if s.mode == "infer":
         model.eval()
         if s.fold_bn:
-            folded, _ = fold_batchnorm(model)
-            if s.stem:
-                folded, _ = fuse_stem(fuse_relu_pool(folded)[0])
+            folded = optimize_for_inference(model, channels_last=False) if s.stem else fold_batchnorm(model)[0]
             with torch.no_grad():  # folding must not change the function (fp32 rounding only)
                 want, got = model(face, context), folded(face, context)
             err = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))

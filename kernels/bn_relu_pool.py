@@ -26,7 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from glamor_fast.ops.bn_relu_pool import register_block_autograd
+from glamor_fast.ops.bn_relu_pool import (block_backward_fake, memory_format_of, pooled_like,
+                                          register_block_autograd)
 
 BLOCK_R = 32
 
@@ -186,11 +187,6 @@ def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _fmt(x: torch.Tensor):
-    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if cl else torch.contiguous_format
-
-
 def _programs(rows: int, device: torch.device) -> tuple[int, int]:
     """(P, rows per program, a multiple of BLOCK_R) for a reduction over ``rows`` rows."""
     target = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
@@ -210,7 +206,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
     OH, OW = H // 2, W // 2
     rows, prows = N * H * W, N * OH * OW
     BLOCK_C = max(16, triton.next_power_of_2(C))
-    fmt = _fmt(x)
+    fmt = memory_format_of(x)
     y = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)
     xp, idx = torch.empty_like(y), torch.empty_like(y, dtype=torch.uint8)
     shift = x[0, :, 0, 0].float().contiguous()
@@ -238,7 +234,7 @@ def backward(grad_y, x, weight, y, idx, xp, mean, var, eps: float):
     BLOCK_C = max(16, triton.next_power_of_2(C))
     P, per = _programs(prows, x.device)
     part = torch.empty((P, 2, C), dtype=torch.float32, device=x.device)
-    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_fmt(x))
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     with _on_device(x.device):
         _bwd_reduce_kernel[(P,)](grad_y, y, xp, mean, part, prows, C, OH, OW, *grad_y.stride(), *y.stride(), per,
                                  BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C)
@@ -255,11 +251,6 @@ def backward(grad_y, x, weight, y, idx, xp, mean, var, eps: float):
 
 # ---- torch.library ops -----------------------------------------------------------------------
 
-def _pooled_empty(x, dtype=None):
-    N, C, H, W = x.shape
-    return torch.empty((N, C, H // 2, W // 2), dtype=dtype or x.dtype, device=x.device, memory_format=_fmt(x))
-
-
 @torch.library.custom_op("glamor_fast::bn_relu_pool_triton_fwd", mutates_args=())
 def _fwd_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -270,7 +261,7 @@ def _fwd_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
 def _(x, weight, bias, eps):
     C = x.shape[1]
     f32 = dict(dtype=torch.float32, device=x.device)
-    return (_pooled_empty(x), _pooled_empty(x, torch.uint8), _pooled_empty(x),
+    return (pooled_like(x), pooled_like(x, torch.uint8), pooled_like(x),
             torch.empty((C,), **f32), torch.empty((C,), **f32))
 
 
@@ -281,10 +272,7 @@ def _bwd_op(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torc
     return backward(grad_y, x, weight, y, idx, xp, mean, var, eps)
 
 
-@_bwd_op.register_fake
-def _(grad_y, x, weight, y, idx, xp, mean, var, eps):
-    return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_fmt(x)),
-            weight.new_empty(weight.shape), weight.new_empty(weight.shape))
+_bwd_op.register_fake(block_backward_fake)
 
 
 register_block_autograd("glamor_fast::bn_relu_pool_triton_fwd", _bwd_op)

@@ -54,12 +54,8 @@ def _sequential_pairs(model: nn.Module):
                     yield module, a, later[0]
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
-    """(folded copy of ``model``, number of Conv2d+BatchNorm2d pairs folded). ``model`` must be in eval mode."""
-    if model.training:
-        raise ValueError("fold_batchnorm: the model must be in eval mode (call model.eval()); "
-                         "training-mode BatchNorm uses batch statistics and cannot be folded")
-    model = copy.deepcopy(model)
+def _fold_batchnorm_(model: nn.Module) -> int:
+    """Folds ``model``'s Conv2d+BatchNorm2d pairs in place; returns how many."""
     folded = 0
     for module, a, b in _sequential_pairs(model):
         conv, bn = module._modules[a], module._modules[b]
@@ -76,7 +72,16 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
                     module._modules[name] = fuse_conv_bn_eval(child, bn)
                     module._modules[bn_name] = _after_fold(bn)
                     folded += 1
-    return model, folded
+    return folded
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """(folded copy of ``model``, number of Conv2d+BatchNorm2d pairs folded). ``model`` must be in eval mode."""
+    if model.training:
+        raise ValueError("fold_batchnorm: the model must be in eval mode (call model.eval()); "
+                         "training-mode BatchNorm uses batch statistics and cannot be folded")
+    model = copy.deepcopy(model)
+    return model, _fold_batchnorm_(model)
 
 
 def _is_pool2(m: nn.Module) -> bool:
@@ -87,28 +92,37 @@ def _is_pool2(m: nn.Module) -> bool:
             and not m.return_indices)
 
 
+def _fuse_pairs_(model: nn.Module, fuses, fused_module) -> int:
+    """Replaces, in place, every pair (a, b) of ``_sequential_pairs`` with ``fuses(a, b)`` true by
+    ``fused_module(a)`` and an Identity; returns how many."""
+    count = 0
+    for module, a, b in _sequential_pairs(model):
+        if fuses(module._modules[a], module._modules[b]):
+            module._modules[a], module._modules[b] = fused_module(module._modules[a]), nn.Identity()
+            count += 1
+    return count
+
+
+def _fuse_relu_pool_(model: nn.Module) -> int:
+    return _fuse_pairs_(model, lambda a, b: type(a) is nn.ReLU and _is_pool2(b), lambda a: ReLUMaxPool2d())
+
+
+def _fuse_stem_(model: nn.Module) -> int:
+    return _fuse_pairs_(model, lambda a, b: type(a) is nn.Conv2d and conv_fits(a) and type(b) is ReLUMaxPool2d,
+                        Conv3x3ReLUPool2d.from_conv)
+
+
 def fuse_relu_pool(model: nn.Module) -> tuple[nn.Module, int]:
     """(copy of ``model`` with ReLU -> MaxPool2d(2) pairs fused into ReLUMaxPool2d, pairs fused)."""
     model = copy.deepcopy(model)
-    fused = 0
-    for module, a, b in _sequential_pairs(model):
-        if type(module._modules[a]) is nn.ReLU and _is_pool2(module._modules[b]):
-            module._modules[a], module._modules[b] = ReLUMaxPool2d(), nn.Identity()
-            fused += 1
-    return model, fused
+    return model, _fuse_relu_pool_(model)
 
 
 def fuse_stem(model: nn.Module) -> tuple[nn.Module, int]:
     """(copy of ``model`` with Conv2d (3x3, 1-4 input channels) -> ReLUMaxPool2d pairs as one
     Conv3x3ReLUPool2d, pairs fused)."""
     model = copy.deepcopy(model)
-    fused = 0
-    for module, a, b in _sequential_pairs(model):
-        conv = module._modules[a]
-        if type(conv) is nn.Conv2d and conv_fits(conv) and type(module._modules[b]) is ReLUMaxPool2d:
-            module._modules[a], module._modules[b] = Conv3x3ReLUPool2d.from_conv(conv), nn.Identity()
-            fused += 1
-    return model, fused
+    return model, _fuse_stem_(model)
 
 
 def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
@@ -117,9 +131,10 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     ``Conv3x3ReLUPool2d`` and, by default, channels_last weights (feed it channels_last images too:
     ``img.contiguous(memory_format=torch.channels_last)``). Same logits up to rounding.
     """
-    folded, _ = fold_batchnorm(copy.deepcopy(model).eval())  # the caller's model keeps its mode
-    folded, _ = fuse_relu_pool(folded)
-    folded, _ = fuse_stem(folded)
+    fast = copy.deepcopy(model).eval()  # one copy: the caller's model keeps its weights and mode
+    _fold_batchnorm_(fast)
+    _fuse_relu_pool_(fast)
+    _fuse_stem_(fast)
     if channels_last:
-        folded = folded.to(memory_format=torch.channels_last)
-    return folded
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast

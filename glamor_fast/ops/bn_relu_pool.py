@@ -37,14 +37,24 @@ def bn_relu_pool_reference(x, weight, bias, running_mean=None, running_var=None,
     return F.max_pool2d(F.relu(z), 2)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The layout the pooling ops' outputs follow: channels_last for a channels_last (and not
+    also contiguous) x, contiguous otherwise (csrc/layout.h for the C++ kernels)."""
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
 
 
-def _pooled_like(x: torch.Tensor, dtype=None) -> torch.Tensor:
+def pooled_like(x: torch.Tensor, dtype=None) -> torch.Tensor:
+    """Empty (N, C, H//2, W//2) in x's device, layout and (unless given) dtype, for x (N, C, H, W)."""
     N, C, H, W = x.shape
-    fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
-    return torch.empty((N, C, H // 2, W // 2), dtype=dtype or x.dtype, device=x.device, memory_format=fmt)
+    return torch.empty((N, C, H // 2, W // 2), dtype=dtype or x.dtype, device=x.device,
+                       memory_format=memory_format_of(x))
+
+
+def block_backward_fake(grad_y, x, weight, y, idx, xp, mean, var, eps):
+    """Fake kernel of a block backward op (cpp and Triton): grad_x like x, grad_weight, grad_bias."""
+    return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)),
+            weight.new_empty(weight.shape), weight.new_empty(weight.shape))
 
 
 def register_block_autograd(forward_name: str, backward_op) -> None:
@@ -75,15 +85,10 @@ def _register_cpp() -> None:
     @torch.library.register_fake("glamor_fast::bn_relu_pool_forward")
     def _forward_fake(x, weight, bias, eps):
         C = x.shape[1]
-        return (_pooled_like(x), _pooled_like(x, torch.uint8), _pooled_like(x),
+        return (pooled_like(x), pooled_like(x, torch.uint8), pooled_like(x),
                 x.new_empty((C,)), x.new_empty((C,)))
 
-    @torch.library.register_fake("glamor_fast::bn_relu_pool_backward")
-    def _backward_fake(grad_y, x, weight, y, idx, xp, mean, var, eps):
-        fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
-        return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt),
-                weight.new_empty(weight.shape), weight.new_empty(weight.shape))
-
+    torch.library.register_fake("glamor_fast::bn_relu_pool_backward")(block_backward_fake)
     register_block_autograd("glamor_fast::bn_relu_pool_forward", torch.ops.glamor_fast.bn_relu_pool_backward)
 
 
@@ -98,7 +103,7 @@ def cpp_available() -> Optional[str]:
 if _CPP_REASON is None:
     _register_cpp()
 
-_TRITON: dict = {}  # "module" or "error", filled once (at import when CUDA is present)
+_TRITON: dict = {}  # "module", filled once
 
 
 def _triton_module():
@@ -114,17 +119,13 @@ def _triton_module():
     return _TRITON["module"]
 
 
-def _triton_importable() -> bool:
-    if "module" not in _TRITON and "error" not in _TRITON:
-        try:
-            _triton_module()
-        except ImportError as exc:
-            _TRITON["error"] = str(exc)
-    return "module" in _TRITON
-
-
 if torch.cuda.is_available():
-    _triton_importable()
+    # Loaded now, so that torch.compile of backend="triton" never traces the import; without
+    # triton, resolve_backend("triton") raises the ImportError when asked.
+    try:
+        _triton_module()
+    except ImportError:
+        pass
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:

@@ -18,17 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _ext
+from .bn_relu_pool import pooled_like
 
 
 _CPP_REASON = _ext.cpu_kernel_missing("relu_pool")  # fixed at import, so torch.compile traces the dispatch as a constant
 
 if _CPP_REASON is None:
-    @torch.library.register_fake("glamor_fast::relu_pool")
-    def _fake(x):
-        N, C, H, W = x.shape
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-            else torch.contiguous_format
-        return torch.empty((N, C, H // 2, W // 2), dtype=x.dtype, device=x.device, memory_format=fmt)
+    torch.library.register_fake("glamor_fast::relu_pool")(pooled_like)
 
 
 def relu_pool_reference(x: torch.Tensor) -> torch.Tensor:

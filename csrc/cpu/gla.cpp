@@ -20,11 +20,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "../gla_checks.h"
 #include "../gla_host.h"
+#include "gla_bf16x3.h"
 
 namespace glamor_fast {
 namespace cpu {
@@ -511,6 +513,30 @@ GLAMOR_INLINE void outer_impl(T* out, int64_t ld, bool cells_major, const T* gp,
   }
 }
 
+// dV tile from the bf16x3 GEMM's m = M W' (without ds): out = ds_j m_j + a_j gp, in either
+// layout; m is in the output's orientation: m[j * ldm + c] when cells_major, else m[c * ldm + j].
+template <typename T>
+GLAMOR_INLINE void dv_write_impl(T* out, int64_t ld, bool cells_major, const T* m, int64_t ldm, const T* ds,
+                                 const T* a, const T* gp, int64_t T_, int64_t Dc) {
+  if (cells_major) {
+    for (int64_t j = 0; j < T_; ++j) {
+      T* oj = out + j * ld;
+      const T* mj = m + j * ldm;
+      const T dsj = ds[j], aj = a[j];
+#pragma omp simd
+      for (int64_t c = 0; c < Dc; ++c) oj[c] = dsj * mj[c] + aj * gp[c];
+    }
+  } else {
+    for (int64_t c = 0; c < Dc; ++c) {
+      T* oc = out + c * ld;
+      const T* mc = m + c * ldm;
+      const T gc = gp[c];
+#pragma omp simd
+      for (int64_t j = 0; j < T_; ++j) oc[j] = ds[j] * mc[j] + a[j] * gc;
+    }
+  }
+}
+
 #define GLAMOR_TILE_LOOPS(T)                                                                        \
   GLAMOR_SIMD_CLONES void tile_scores(const Params<T>& P, const T* u, const T* z, int64_t T_,       \
                                       int64_t Hd, T* s) {                                          \
@@ -531,6 +557,10 @@ GLAMOR_INLINE void outer_impl(T* out, int64_t ld, bool cells_major, const T* gp,
   GLAMOR_SIMD_CLONES void tile_outer(T* out, int64_t ld, bool cells_major, const T* gp, const T* a, \
                                      int64_t T_, int64_t Dc) {                                     \
     outer_impl<T>(out, ld, cells_major, gp, a, T_, Dc);                                            \
+  }                                                                                                \
+  GLAMOR_SIMD_CLONES void tile_dv_write(T* out, int64_t ld, bool cells_major, const T* m, int64_t ldm, \
+                                        const T* ds, const T* a, const T* gp, int64_t T_, int64_t Dc) { \
+    dv_write_impl<T>(out, ld, cells_major, m, ldm, ds, a, gp, T_, Dc);                             \
   }
 
 GLAMOR_TILE_LOOPS(float)
@@ -705,23 +735,53 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
   if (t_pre != nullptr)
     softmax_grad_prepass(V, S, B, gp, ga, static_cast<const T*>(sg.attn_delta), glse, static_cast<T*>(sg.t), delta);
   const W1cPacks pk = make_packs(P, S, N, Dc, Hd, need.context, dctx.cells_major);
+  // float32 on AMX: the dV and dW1c GEMMs of every clean tile in exact bf16x3 (gla_bf16x3.h).
+  bool x3 = false;
+  std::vector<float> x3_c;  // c_k = w2_k (times g_k with the folded BatchNorm)
+  bf16x3::Weights x3_w;
+  if constexpr (std::is_same_v<T, float>) {
+    x3 = P.finite && bf16x3::usable(Dc, Hd);
+    if (x3) {
+      x3_c.resize(Hd);
+      for (int64_t k = 0; k < Hd; ++k) x3_c[k] = P.w2[k] * (bn ? P.scale[k] : 1.f);
+      if (need.context) x3_w = bf16x3::pack_weights(P.w1c, P.ldw, x3_c.data(), Hd, Dc, !dctx.cells_major);
+      x3 = x3_w.finite;
+    }
+  }
+  const bool batched = S.batch > 1;
+  const int64_t max_cells = batched ? S.batch * N : S.tile;
   at::parallel_for(0, S.groups, 1, [&](int64_t g0, int64_t g1) {
-    std::vector<T> z(Hd * S.tile), s(S.tile), ds(S.tile), a(S.tile);
+    std::vector<T> z(Hd * S.tile), s(S.tile), ds(max_cells), a(max_cells);
     std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0), tt(S.tile), sums(4 * Hd);
-    const bool batched = S.batch > 1;
     std::vector<T> zb(batched ? Hd * S.batch * N : 0);
     std::vector<T> vb(batched && !batch_in_place(V) ? Dc * S.batch * N : 0);
+    std::optional<bf16x3::Tile> xt;
+    // Group sums of the dW1c GEMMs without c: (Dc, Hd) from channel-major tiles, (Hd, Dc) from
+    // cell-major ones; the dV GEMM's output (cells, Dc) or (Dc, padded cells).
+    std::vector<float> x3_acc_ct, x3_acc_tc;
+    bf16x3::AlignedVector<float> x3_m;
+    if (x3) {
+      xt.emplace(max_cells, Dc, Hd);
+      x3_acc_ct.resize(need.w1c ? Dc * Hd : 0);
+      x3_acc_tc.resize(need.w1c ? Dc * Hd : 0);
+      x3_m.resize(need.context ? bf16x3::Tile::padded(max_cells) * Dc : 0);
+    }
     T* dW1c = nullptr;
     R *dw2 = nullptr, *dgamma = nullptr, *dbeta = nullptr;
-    // One tile of batch element b (item it): z (T_, Hd) -> dz (T_, Hd) (may be z); vector sums; dV.
-    auto step = [&](const TileView<T>& tv, const T* zt, T* dzt, int64_t T_, int64_t b, int64_t n0, R* du_it) {
+    // One batch element's cells [n0, n0 + T_) at row j0 of the tile: a, ds (into a_t, ds_t);
+    // z (T_, Hd) -> dz (T_, Hd) (may be z); vector sums; the bf16x3 mask rows. Returns whether
+    // every ds is finite.
+    auto step = [&](const TileView<T>& tv, const T* zt, T* dzt, int64_t T_, int64_t b, int64_t n0, int64_t j0,
+                    R* du_it) {
       const T* u = P.u + b * Hd;
       const T* gpb = gp + b * Dc;
+      T* at_ = a.data() + j0;
+      T* dst = ds.data() + j0;
       if (a_saved != nullptr) {
-        std::copy(a_saved + b * N + n0, a_saved + b * N + n0 + T_, a.data());
+        std::copy(a_saved + b * N + n0, a_saved + b * N + n0 + T_, at_);
       } else {
         tile_scores(P, u, zt, T_, Hd, s.data());
-        for (int64_t j = 0; j < T_; ++j) a[j] = std::exp(s[j] - lse[b]);
+        for (int64_t j = 0; j < T_; ++j) at_[j] = std::exp(s[j] - lse[b]);
       }
       T d;
       if (t_pre != nullptr) {
@@ -732,12 +792,19 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         tile_gv(tv, gpb, T_, Dc, tt.data());
         for (int64_t j = 0; j < T_; ++j) tt[j] += ga[b * N + n0 + j];
         double acc = 0;
-        for (int64_t j = 0; j < T_; ++j) acc += double(a[j]) * double(tt[j]);
+        for (int64_t j = 0; j < T_; ++j) acc += double(at_[j]) * double(tt[j]);
         d = T(acc) - glse[b];
       }
-      for (int64_t j = 0; j < T_; ++j) ds[j] = a[j] * (tt[j] - d);
+      bool finite = true;
+      for (int64_t j = 0; j < T_; ++j) {
+        dst[j] = at_[j] * (tt[j] - d);
+        finite = finite && std::isfinite(dst[j]);
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        if (x3 && finite) xt->mask(zt, u, P.scale, P.shift, j0, T_);  // before dz overwrites z
+      }
       // tile sums in T, then into the double accumulators.
-      tile_dz(P, u, ds.data(), zt, dzt, T_, Hd, sums.data());
+      tile_dz(P, u, dst, zt, dzt, T_, Hd, sums.data());
       for (int64_t k = 0; k < Hd; ++k) {
         dw2[k] += R(sums[k]);
         du_it[k] += R(sums[3 * Hd + k]);
@@ -748,29 +815,55 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
           dbeta[k] += R(sums[2 * Hd + k]);
         }
       }
-      if (need.context) {
-        // dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
-        const float* pw = pk.find<T>(kPackDV, T_);
-        if (dctx.cells_major) {  // column-major (Dc x T_), ld Dc
-          T* out = dctx.data + b * dctx.sb + n0 * Dc;
-          if constexpr (std::is_same_v<T, float>) {
-            if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, dzt, Hd, 0.f, out, Dc);
-          }
-          if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, dzt, Hd, T(0), out, Dc);
-          tile_outer(out, Dc, true, gpb, a.data(), T_, Dc);
-        } else {  // NCHW: column-major (T_ x Dc), ld N
-          T* out = dctx.data + b * dctx.sb + n0;
-          if constexpr (std::is_same_v<T, float>) {
-            if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, dzt, Hd, pw, Hd, 0.f, out, dctx.N);
-          }
-          if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), dzt, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
-          tile_outer(out, dctx.N, false, gpb, a.data(), T_, Dc);
+      return finite;
+    };
+    // dV of batch element b's cells [n0, n0 + T_) (tile row j0) from dz, in float32 GEMMs:
+    // dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
+    auto dv_fp32 = [&](const T* dzt, int64_t T_, int64_t b, int64_t n0, int64_t j0) {
+      const T* gpb = gp + b * Dc;
+      const T* at_ = a.data() + j0;
+      const float* pw = pk.find<T>(kPackDV, T_);
+      if (dctx.cells_major) {  // column-major (Dc x T_), ld Dc
+        T* out = dctx.data + b * dctx.sb + n0 * Dc;
+        if constexpr (std::is_same_v<T, float>) {
+          if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, dzt, Hd, 0.f, out, Dc);
         }
+        if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, dzt, Hd, T(0), out, Dc);
+        tile_outer(out, Dc, true, gpb, at_, T_, Dc);
+      } else {  // NCHW: column-major (T_ x Dc), ld N
+        T* out = dctx.data + b * dctx.sb + n0;
+        if constexpr (std::is_same_v<T, float>) {
+          if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, dzt, Hd, pw, Hd, 0.f, out, dctx.N);
+        }
+        if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), dzt, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
+        tile_outer(out, dctx.N, false, gpb, at_, T_, Dc);
       }
     };
     // dW1c^T (Dc x Hd, col-major) += V_tile^T (Dc x T_) dZ (T_ x Hd)
     auto add_dw1c = [&](const TileView<T>& tv, const T* dz, int64_t T_) {
       if (need.w1c) gemm<T>(tv.ct, true, Dc, Hd, T_, T(1), tv.p, tv.ld, dz, Hd, T(1), dW1c, Dc);
+    };
+    // The tile's two GEMMs in bf16x3 when every ds and Y_i = ds_i v_i is finite. Returns whether
+    // it did them (dW1c into x3_dw1c_t; dV of the tile's parts: (b, n0, T_) per part).
+    auto gemms_x3 = [&](const TileView<T>& tv, int64_t cells, bool clean, auto&& parts) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (!x3 || !clean) return false;
+        if (need.w1c && !xt->add_dw1c(tv.p, tv.ld, tv.ct, ds.data(), (tv.ct ? x3_acc_ct : x3_acc_tc).data()))
+          return false;
+        if (need.context) {
+          xt->dv(x3_w, x3_m.data());
+          const bool cm = dctx.cells_major;
+          const int64_t ldm = cm ? Dc : bf16x3::Tile::padded(cells);
+          parts([&](int64_t b, int64_t n0, int64_t T_, int64_t j0) {
+            T* out = dctx.data + b * dctx.sb + (cm ? n0 * Dc : n0);
+            tile_dv_write(out, cm ? Dc : dctx.N, cm, x3_m.data() + (cm ? j0 * Dc : j0), ldm, ds.data() + j0,
+                          a.data() + j0, gp + b * Dc, T_, Dc);
+          });
+        }
+        return true;
+      } else {
+        return false;
+      }
     };
     for (int64_t g = g0; g < g1; ++g) {
       dW1c = partials + g * Hd * Dc;  // (Hd, Dc); the W1f part is done outside from du
@@ -779,6 +872,8 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
       dbeta = dgamma + Hd;
       std::fill(dW1c, dW1c + Hd * Dc, T(0));
       std::fill(dw2, dw2 + 3 * Hd, R(0));
+      std::fill(x3_acc_ct.begin(), x3_acc_ct.end(), 0.f);
+      std::fill(x3_acc_tc.begin(), x3_acc_tc.end(), 0.f);
       auto [first, last] = group_items(S, g);
       for (int64_t it = first; it < last;) {
         const int64_t nb = std::min(S.batch, last - it);
@@ -786,12 +881,22 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
           const auto tvb = batch_view(V, it, nb, vb.data(), pack.data());
           const T* zt = hidden != nullptr ? hidden + it * N * Hd : zb.data();
           if (hidden == nullptr) hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
+          if (x3) xt->begin(nb * N);
+          bool clean = true;
           for (int64_t i = 0; i < nb; ++i) {
             R* du_it = du + (it + i) * Hd;
             std::fill(du_it, du_it + Hd, R(0));
-            step(sub_view(tvb, i * N), zt + i * N * Hd, zb.data() + i * N * Hd, N, it + i, 0, du_it);
+            clean = step(sub_view(tvb, i * N), zt + i * N * Hd, zb.data() + i * N * Hd, N, it + i, 0, i * N,
+                         du_it) && clean;
           }
-          add_dw1c(tvb, zb.data(), nb * N);
+          const bool done = gemms_x3(tvb, nb * N, clean, [&](auto&& f) {
+            for (int64_t i = 0; i < nb; ++i) f(it + i, 0, N, i * N);
+          });
+          if (!done) {
+            if (need.context)
+              for (int64_t i = 0; i < nb; ++i) dv_fp32(zb.data() + i * N * Hd, N, it + i, 0, i * N);
+            add_dw1c(tvb, zb.data(), nb * N);
+          }
           it += nb;
           continue;
         }
@@ -804,12 +909,24 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
           const auto tv = tile_view(V, b, n0, T_, pack.data());
           const T* zt = hidden != nullptr ? hidden + (b * N + n0) * Hd : z.data();
           if (hidden == nullptr) hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
-          step(tv, zt, z.data(), T_, b, n0, du_it);
-          add_dw1c(tv, z.data(), T_);
+          if (x3) xt->begin(T_);
+          const bool clean = step(tv, zt, z.data(), T_, b, n0, 0, du_it);
+          const bool done = gemms_x3(tv, T_, clean, [&](auto&& f) { f(b, n0, T_, 0); });
+          if (!done) {
+            if (need.context) dv_fp32(z.data(), T_, b, n0, 0);
+            add_dw1c(tv, z.data(), T_);
+          }
         }
         ++it;
       }
+      if constexpr (std::is_same_v<T, float>) {
+        if (x3 && need.w1c) {
+          bf16x3::scale_add_dw1c(x3_acc_ct.data(), true, x3_c.data(), Hd, Dc, dW1c);
+          bf16x3::scale_add_dw1c(x3_acc_tc.data(), false, x3_c.data(), Hd, Dc, dW1c);
+        }
+      }
     }
+    if (x3) bf16x3::Tile::release();
   });
 }
 // ---------------------------------------------------------------------------------------------

@@ -19,15 +19,6 @@ def _extension_built():
     yield
 
 
-@pytest.fixture
-def two_threads():
-    """Two threads (this machine's cores), so the group / tile-split paths really run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def _params(x):
     return [t for t in x if t is not None]
 

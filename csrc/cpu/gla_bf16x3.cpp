@@ -98,32 +98,41 @@ GLAMOR_CPU_CLONES void pack_mask(const uint16_t* a_mask, int64_t cells, int64_t 
   }
 }
 
-// A of the ct dW1c GEMM: Y^T (Dc, 3 kpad) as hi | mid | lo, from channel-major v.
-GLAMOR_CPU_CLONES bool split_rows(const float* v, int64_t ld, const float* ds, int64_t cells, int64_t Dc,
-                                  int64_t kpad, uint16_t* a_y) {
-  const int64_t K3 = 3 * kpad;
-  uint32_t bad = 0;
-  for (int64_t c = 0; c < Dc; ++c) {
-    uint16_t* hi = a_y + c * K3;
-    uint16_t* mid = hi + kpad;
-    uint16_t* lo = mid + kpad;
-    const float* vc = v + c * ld;
-    for (int64_t j = 0; j < cells; ++j) {
-      const float x = ds[j] * vc[j];
-      bad |= uint32_t((bits(x) & kExp) == kExp);
-      split3(x, hi[j], mid[j], lo[j]);
-    }
-    for (int64_t j = cells; j < kpad; ++j) hi[j] = mid[j] = lo[j] = 0;
+// One row of Y^T split: hi/mid/lo[j] = parts of ds[j] * v[j]; ORs into `bad` whether one is not finite.
+GLAMOR_CPU_INLINE void split_row(const float* __restrict v, const float* __restrict ds, int64_t n,
+                                 uint16_t* __restrict hi, uint16_t* __restrict mid, uint16_t* __restrict lo,
+                                 uint32_t& bad) {
+  uint32_t b = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float x = ds[j] * v[j];
+    b |= uint32_t((bits(x) & kExp) == kExp);
+    split3(x, hi[j], mid[j], lo[j]);
   }
-  return bad == 0;
+  bad |= b;
+}
+
+// Columns [j0, j0 + n) of the ct dW1c GEMM's A: Y^T (Dc, 3 kpad) as hi | mid | lo, from
+// channel-major v. ORs into `bad` whether a value was not finite.
+GLAMOR_CPU_CLONES void split_rows(const float* v, int64_t ld, const float* ds, int64_t j0, int64_t n, int64_t Dc,
+                                  int64_t kpad, uint16_t* a_y, uint32_t& bad) {
+  const int64_t K3 = 3 * kpad;
+  constexpr int64_t kAhead = 8;  // rows of v in flight: strided rows defeat the hardware prefetcher
+  for (int64_t c = 0; c < Dc; ++c) {
+    if (c + kAhead < Dc) {
+      const char* next = reinterpret_cast<const char*>(v + (c + kAhead) * ld);
+      for (int64_t off = 0; off < n * int64_t(sizeof(float)); off += 64) __builtin_prefetch(next + off);
+    }
+    uint16_t* hi = a_y + c * K3 + j0;
+    split_row(v + c * ld, ds, n, hi, hi + kpad, hi + 2 * kpad, bad);
+  }
 }
 
 // B of the cell-major dW1c GEMM: Y (3 kpad, Dc) packed (pairs of cells), hi; mid; lo, from
 // cell-major v. `zeros` (Dc) stands in for the padding cell.
-GLAMOR_CPU_CLONES bool split_pairs(const float* v, int64_t ld, const float* ds, int64_t cells, int64_t Dc,
-                                   int64_t kpad, const float* zeros, uint16_t* b_y) {
+GLAMOR_CPU_CLONES void split_pairs(const float* v, int64_t ld, const float* ds, int64_t cells, int64_t Dc,
+                                   int64_t kpad, const float* zeros, uint16_t* b_y, uint32_t& bad) {
   const int64_t K3 = 3 * kpad;
-  uint32_t bad = 0;
+  uint32_t any = 0;  // local: a reference in the loop would stop it vectorising
   for (int64_t n0 = 0; n0 < Dc; n0 += kBlock) {
     const int64_t w = std::min(kBlock, Dc - n0), part = kpad / 2 * w;
     uint32_t* blk = reinterpret_cast<uint32_t*>(b_y + n0 * K3);
@@ -132,10 +141,10 @@ GLAMOR_CPU_CLONES bool split_pairs(const float* v, int64_t ld, const float* ds, 
       const float* v0 = one ? v + 2 * q * ld + n0 : zeros;
       const float* v1 = two ? v0 + ld : zeros;
       const float d0 = one ? ds[2 * q] : 0.f, d1 = two ? ds[2 * q + 1] : 0.f;
-      uint32_t* o = blk + q * w;
+      uint32_t* __restrict o = blk + q * w;
       for (int64_t k = 0; k < w; ++k) {
         const float x0 = d0 * v0[k], x1 = d1 * v1[k];
-        bad |= uint32_t((bits(x0) & kExp) == kExp) | uint32_t((bits(x1) & kExp) == kExp);
+        any |= uint32_t((bits(x0) & kExp) == kExp) | uint32_t((bits(x1) & kExp) == kExp);
         uint16_t h0, m0, l0, h1, m1, l1;
         split3(x0, h0, m0, l0);
         split3(x1, h1, m1, l1);
@@ -145,7 +154,7 @@ GLAMOR_CPU_CLONES bool split_pairs(const float* v, int64_t ld, const float* ds, 
       }
     }
   }
-  return bad == 0;
+  bad |= any;
 }
 
 // A of the cell-major dW1c GEMM: M^T (Hd, 3 kpad), three times along each row.
@@ -221,29 +230,41 @@ void Tile::begin(int64_t cells) {
   TORCH_CHECK(cells > 0 && cells <= max_cells_, "bf16x3::Tile: ", cells, " cells, at most ", max_cells_);
   cells_ = cells;
   kpad_ = (cells + 31) / 32 * 32;  // even (pairs of cells), and rows of 3 kpad stay 64-byte aligned
+  bad_ = 0;
 }
 
 void Tile::mask(const float* z, const float* u, const float* scale, const float* shift, int64_t j0, int64_t n) {
   mask_rows(z, u, scale, shift, n, Hd_, a_mask_.data() + j0 * 3 * Hd_);
 }
 
-bool Tile::add_dw1c(const float* v, int64_t ld, bool ct, const float* ds, float* acc) {
-  const int64_t K3 = 3 * kpad_, kmax = 3 * ((max_cells_ + 31) / 32 * 32);
+void Tile::split_ct(const float* v, int64_t ld, const float* ds, int64_t j0, int64_t n) {
+  a_y_.resize(std::max<size_t>(a_y_.size(), Dc_ * 3 * kpad_max()));
+  split_rows(v, ld, ds, j0, n, Dc_, kpad_, a_y_.data(), bad_);
+}
+
+void Tile::split_tc(const float* v, int64_t ld, const float* ds) {
+  b_y_.resize(std::max<size_t>(b_y_.size(), 3 * kpad_max() * Dc_));
+  zeros_.resize(Dc_);
+  split_pairs(v, ld, ds, cells_, Dc_, kpad_, zeros_.data(), b_y_.data(), bad_);
+}
+
+bool Tile::add_dw1c(bool ct, float* acc) {
+  if (bad_ != 0) return false;
+  const int64_t K3 = 3 * kpad_;
   const at::BFloat16 *a, *b;
   int64_t M, N;
   if (ct) {  // acc (Dc, Hd) += Y^T (Dc, K3) M (K3, Hd)
-    a_y_.resize(std::max<size_t>(a_y_.size(), Dc_ * kmax));
-    b_mask_.resize(std::max<size_t>(b_mask_.size(), kmax * Hd_));
-    if (!split_rows(v, ld, ds, cells_, Dc_, kpad_, a_y_.data())) return false;
+    for (int64_t c = 0; c < Dc_; ++c) {  // the padding cells
+      uint16_t* row = a_y_.data() + c * K3;
+      for (int p = 0; p < 3; ++p) std::fill(row + p * kpad_ + cells_, row + (p + 1) * kpad_, uint16_t(0));
+    }
+    b_mask_.resize(std::max<size_t>(b_mask_.size(), 3 * kpad_max() * Hd_));
     pack_mask(a_mask_.data(), cells_, kpad_, Hd_, b_mask_.data());
     a = reinterpret_cast<const at::BFloat16*>(a_y_.data());
     b = reinterpret_cast<const at::BFloat16*>(b_mask_.data());
     M = Dc_, N = Hd_;
   } else {  // acc (Hd, Dc) += M^T (Hd, K3) Y (K3, Dc)
-    b_y_.resize(kmax * Dc_);
-    a_y_.resize(std::max<size_t>(a_y_.size(), Hd_ * kmax));
-    zeros_.resize(Dc_);
-    if (!split_pairs(v, ld, ds, cells_, Dc_, kpad_, zeros_.data(), b_y_.data())) return false;
+    a_y_.resize(std::max<size_t>(a_y_.size(), Hd_ * 3 * kpad_max()));
     transpose_mask(a_mask_.data(), cells_, kpad_, Hd_, a_y_.data());
     a = reinterpret_cast<const at::BFloat16*>(a_y_.data());
     b = reinterpret_cast<const at::BFloat16*>(b_y_.data());

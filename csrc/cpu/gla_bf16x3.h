@@ -73,10 +73,15 @@ class Tile {
   // yet added), u (Hd), and the folded BatchNorm's scale / shift (Hd) or nullptr.
   void mask(const float* z, const float* u, const float* scale, const float* shift, int64_t j0, int64_t n);
 
-  // The tile's dW1c GEMM without the factor c, Y_i = ds_i v_i: v (Dc, cells) at v[c * ld + j]
-  // when ct, then acc (Dc, Hd) += Y^T M; else v[j * ld + c], then acc (Hd, Dc) += M^T Y.
-  // False (acc untouched) if some Y_i is not finite: the tile must take the float32 GEMMs.
-  bool add_dw1c(const float* v, int64_t ld, bool ct, const float* ds /* (cells) */, float* acc);
+  // Y_i = ds_i v_i for the tile's cells [j0, j0 + n), channel-major v (v[c * ld + j], j from
+  // j0): one call per segment (e.g. per batch element), before add_dw1c(true, ...).
+  void split_ct(const float* v, int64_t ld, const float* ds /* (n) */, int64_t j0, int64_t n);
+  // Y for all the tile's cells, cell-major v (v[j * ld + c]), before add_dw1c(false, ...).
+  void split_tc(const float* v, int64_t ld, const float* ds /* (cells) */);
+
+  // The tile's dW1c GEMM without the factor c: ct, acc (Dc, Hd) += Y^T M; else acc (Hd, Dc) +=
+  // M^T Y. False (acc untouched) if some Y_i was not finite: the tile must take the float32 GEMMs.
+  bool add_dw1c(bool ct, float* acc);
 
   // The tile's dV GEMM without the factor ds: cells-major out (cells, Dc) = M W'; channel-major
   // out (Dc, padded_cells()) = W'^T M^T.
@@ -90,6 +95,8 @@ class Tile {
 
  private:
   int64_t max_cells_, Dc_, Hd_, cells_ = 0, kpad_ = 0;
+  uint32_t bad_ = 0;  // a split value was not finite
+  int64_t kpad_max() const { return (max_cells_ + 31) / 32 * 32; }
   AlignedVector<uint16_t> a_mask_;  // (cells, 3 Hd): M three times, the cells-major dV GEMM's A
   AlignedVector<uint16_t> b_mask_;  // ct dW1c's B: (3 kpad, Hd) packed; channel-major dV's B: (3 Hd, padded) packed
   AlignedVector<uint16_t> a_y_;     // ct: (Dc, 3 kpad) hi | mid | lo of Y^T;  else: (Hd, 3 kpad) M^T three times

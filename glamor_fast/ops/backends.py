@@ -40,6 +40,15 @@ AUTO_PREFERENCE = {
 }
 
 
+# Exceptions by (device type, dtype), measured. On the CPU `cpp` computes bfloat16 in float32
+# (converting at the boundary), slower than PyTorch's own bfloat16 kernels where the CPU has them
+# (Intel Xeon with AMX, 2 threads, B=256 7x7, 2026-11-26: fwd / fwd+bwd ms, cpp 4.47 / 20.9,
+# reference 3.05 / 18.1). float16 there (no AMX-FP16): cpp 4.38 / 22.4, reference 7.92 / 33.6.
+AUTO_PREFERENCE_BY_DTYPE = {
+    ("cpu", torch.bfloat16): ("reference",),
+}
+
+
 class BackendUnavailableError(RuntimeError, ValueError):
     """A known GLA backend that cannot run on this device/dtype (the message says why and what can).
 
@@ -79,7 +88,8 @@ def choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> st
     if not isinstance(backend, str):
         raise TypeError(f"gla: `backend` must be a string, got {type(backend).__name__}")
     if backend == "auto":
-        for name in AUTO_PREFERENCE.get(device.type, ("reference",)):
+        prefs = AUTO_PREFERENCE_BY_DTYPE.get((device.type, dtype), AUTO_PREFERENCE.get(device.type, ("reference",)))
+        for name in prefs:
             if unavailable_reason(name, device, dtype) is None:
                 key = (device.type, dtype, name)
                 if key not in _auto_logged:

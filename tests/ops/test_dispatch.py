@@ -42,6 +42,16 @@ def test_auto_logs_its_choice_once(caplog, monkeypatch):
     assert repr(name) in choices[0]
 
 
+def test_auto_on_the_cpu_by_dtype():
+    """cpp for float32 / float64 / float16; PyTorch's own bfloat16 kernels (the reference) for
+    bfloat16, which cpp would compute in float32 (measured slower: backends.AUTO_PREFERENCE_BY_DTYPE)."""
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        assert backends.choose_backend("auto", cpu, dtype) == "cpp", dtype
+    assert backends.choose_backend("auto", cpu, torch.bfloat16) == "reference"
+    assert backends.choose_backend("cpp", cpu, torch.bfloat16) == "cpp"  # still selectable
+
+
 def test_empty_batch_returns_empty_differentiable_outputs():
     face, context, *params = make_gla_inputs(B=0, Dc=5, H=2, W=3, requires_grad=True)
     pooled, attn = gla(face, context, *params)

@@ -65,6 +65,18 @@ inline GlaDims check_gla_args(const at::Tensor& face, const at::Tensor& context,
   return d;
 }
 
+// The hidden-statistics ops' arguments (face, context, w1, b1 as for the GLA op); float32 or
+// float64 only (16-bit callers convert first).
+inline GlaDims check_gla_stats_args(const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1,
+                                    const at::Tensor& b1, c10::DeviceType device_type) {
+  TORCH_CHECK(w1.dim() == 2, "glamor_fast: `w1` must be (Hd, Df + Dc), got shape ", w1.sizes());
+  TORCH_CHECK(context.scalar_type() == at::kFloat || context.scalar_type() == at::kDouble,
+              "glamor_fast: the hidden statistics take float32 or float64, got ", context.scalar_type());
+  const auto opts = context.options();
+  return check_gla_args(face, context, w1, b1, at::zeros({w1.size(0)}, opts), at::zeros({}, opts), c10::nullopt,
+                        c10::nullopt, device_type);
+}
+
 // The backward's own arguments (the forward's are checked by check_gla_args).
 inline void check_gla_backward_args(const GlaDims& d, const at::Tensor& grad_pooled,
                                     const at::Tensor& grad_attn, const at::Tensor& grad_lse,

@@ -31,6 +31,17 @@ TORCH_LIBRARY(glamor_fast, m) {
       "bool[8] needs_grad) -> "
       "(Tensor grad_face, Tensor grad_context, Tensor grad_w1, Tensor grad_b1, Tensor grad_w2, "
       "Tensor grad_b2, Tensor grad_hidden_scale, Tensor grad_hidden_shift)");
+  // Batch statistics of GLA's hidden layer relu(W1 [v_f; v_ij] + b1) over all B*H*W cells, tile
+  // by tile (glamor_fast/ops/hidden_stats.py wraps them in the gla_hidden_stats custom op):
+  // mean and biased var (Hd) in the inputs' dtype (float32 or float64), summed in float64.
+  m.def("gla_hidden_stats_forward(Tensor face, Tensor context, Tensor w1, Tensor b1) -> (Tensor mean, Tensor var)");
+  // Given the gradients of (mean, var): dU = dL/du (B, Hd) with u = W1f v_f + b1, dW1c (Hd, Dc)
+  // and dcontext (in context's memory format; (0,) unless need_context), in the inputs' dtype;
+  // the face / W1f / b1 gradients follow from dU.
+  m.def(
+      "gla_hidden_stats_backward(Tensor grad_mean, Tensor grad_var, Tensor face, Tensor context, "
+      "Tensor w1, Tensor b1, Tensor mean, bool need_context, bool need_w1c) -> "
+      "(Tensor grad_u, Tensor grad_w1c, Tensor grad_context)");
   // Fused BatchNorm2d (batch statistics) -> ReLU -> MaxPool2d(2) (csrc/cpu/bn_relu_pool.cpp).
   // y, xp (x at each window's argmax) (N, C, H/2, W/2) in x's dtype, idx uint8 0..3 (row-major
   // in the window), mean and biased var (C) in x's dtype.

@@ -31,5 +31,15 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                  const at::Tensor& attn, const at::Tensor& lse,
                  const c10::optional<at::Tensor>& hidden, std::array<bool, 8> needs_grad);
 
+// Batch statistics of the hidden layer relu(W1 [v_f; v_ij] + b1) over all B*H*W cells:
+// mean and biased var (Hd), float32 or float64 inputs (glamor_fast/ops/hidden_stats.py).
+std::tuple<at::Tensor, at::Tensor> gla_hidden_stats_forward_cpu(const at::Tensor& face, const at::Tensor& context,
+                                                                const at::Tensor& w1, const at::Tensor& b1);
+
+// Their backward: dU (B, Hd) = dL/du (u = W1f v_f + b1), dW1c (Hd, Dc), dcontext (or (0,)).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gla_hidden_stats_backward_cpu(
+    const at::Tensor& grad_mean, const at::Tensor& grad_var, const at::Tensor& face, const at::Tensor& context,
+    const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& mean, bool need_context, bool need_w1c);
+
 }  // namespace cpu
 }  // namespace glamor_fast

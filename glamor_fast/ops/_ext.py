@@ -100,6 +100,17 @@ def _register() -> None:
             like(hidden_shift, needs_grad[7]),
         )
 
+    @torch.library.register_fake("glamor_fast::gla_hidden_stats_forward")
+    def _stats_forward_fake(face, context, w1, b1):
+        return context.new_empty((w1.shape[0],)), context.new_empty((w1.shape[0],))
+
+    @torch.library.register_fake("glamor_fast::gla_hidden_stats_backward")
+    def _stats_backward_fake(grad_mean, grad_var, face, context, w1, b1, mean, need_context, need_w1c):
+        B, Dc = context.shape[:2]
+        Hd = w1.shape[0]
+        return (context.new_empty((B, Hd)), context.new_empty((Hd, Dc)),
+                _grad_context_like(context) if need_context else context.new_empty((0,)))
+
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[3])  # hidden: saved activations, not a result
         ctx.save_for_backward(*inputs[:8], *output)

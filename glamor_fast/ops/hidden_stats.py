@@ -10,12 +10,14 @@ Backward, given gmean, gvar (Hd):
     dface_b = W1f^T du_b,  dW1f = sum_b du_b v_f,b^T,  db1 = sum_b du_b.
 
 ``gla_hidden_stats(face, context, w1, b1) -> (mean, var)`` is a torch.library custom op (fake
-kernel, autograd, opcheck-tested) that walks the cells in tiles of at most ``TILE_CELLS`` cells
-(whole batch elements; one element when N is larger), recomputing each tile's hidden layer in the
-backward: the largest temporary is one tile's (cells, Hd), never (B, N, Hd). The sums run in
-float64. Inputs: float32 or float64 (16-bit callers cast to float32 first); any device. It is a
-tiled loop of torch matmuls, not a dedicated kernel: the hidden layer is computed twice (forward
-and backward) on top of the GLA op's own recomputation.
+kernel, autograd, opcheck-tested). On the CPU it runs the compiled kernels of glamor_fast._C
+(``gla_hidden_stats_forward`` / ``_backward`` in csrc/cpu/gla.cpp: the GLA op's tiles and GEMMs,
+per-tile sums then float64); elsewhere (CUDA, or without the extension) a loop of torch matmuls
+over tiles of at most ``TILE_CELLS`` cells (whole batch elements; one element when N is larger).
+Both recompute each tile's hidden layer in the backward: the largest temporary is one tile's
+(cells, Hd), never (B, N, Hd); the sums run in float64. Inputs: float32 or float64 (16-bit
+callers cast to float32 first). The hidden layer is computed twice (forward and backward) on top
+of the GLA op's own recomputation; there is no Triton or CUDA kernel for it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,15 @@ import torch
 from torch import Tensor
 
 TILE_CELLS = 1024  # cells per tile (rounded to whole batch elements, at least one)
+
+
+def _compiled(context: Tensor) -> bool:
+    """Whether glamor_fast._C's CPU kernels take these inputs."""
+    if context.device.type != "cpu" or context.dtype not in (torch.float32, torch.float64):
+        return False
+    from ._ext import cpu_kernel_missing
+
+    return cpu_kernel_missing("gla_hidden_stats_forward") is None
 
 
 def _tiles(B: int, N: int):
@@ -41,6 +52,8 @@ def _tile_z(face, context, w1, b1, b0, b1_, Df):
 @torch.library.custom_op("glamor_fast::gla_hidden_stats", mutates_args=())
 def gla_hidden_stats(face: Tensor, context: Tensor, w1: Tensor, b1: Tensor) -> tuple[Tensor, Tensor]:
     """mean, biased var (Hd,) of relu(W1 [v_f; v_ij] + b1) over all B*H*W cells, in the inputs' dtype."""
+    if _compiled(context):
+        return torch.ops.glamor_fast.gla_hidden_stats_forward(face, context, w1, b1)
     B, Df = face.shape
     N = context.shape[2] * context.shape[3]
     Hd = w1.shape[0]
@@ -75,6 +88,15 @@ def _backward(ctx, gmean, gvar):
     gmean = torch.zeros_like(mean) if gmean is None else gmean
     gvar = torch.zeros_like(mean) if gvar is None else gvar
     need_face, need_ctx, need_w1, need_b1 = ctx.needs_input_grad
+    # create_graph=True (grad mode on here): the torch loop, whose ops autograd can differentiate
+    # again; the compiled backward has no derivative of its own.
+    if _compiled(context) and not torch.is_grad_enabled():
+        du, dw1c, dctx = torch.ops.glamor_fast.gla_hidden_stats_backward(
+            gmean, gvar, face, context, w1, b1, mean, need_ctx, need_w1)       # (B, Hd), (Hd, Dc), dcontext
+        return (du @ w1[:, :Df] if need_face else None,
+                dctx if need_ctx else None,
+                torch.cat([du.t() @ face, dw1c], dim=1) if need_w1 else None,
+                du.sum(0) if need_b1 else None)
     dface = torch.empty_like(face) if need_face else None
     dctx = torch.empty_like(context) if need_ctx else None
     dw1 = torch.zeros_like(w1) if need_w1 else None

@@ -32,16 +32,36 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(hs, "TILE_CELLS", 16)  # several tiles even at test sizes
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 7, 4, 5, 6), (1, 3, 4, 1, 1, 5), (2, 4, 4, 5, 7, 9)])
-def test_matches_plain_torch_and_gradcheck(small_tiles, shape):
+@pytest.fixture(params=["compiled", "torch"])
+def impl(request, monkeypatch):
+    """Both implementations: glamor_fast._C's CPU kernels, and the tiled torch loop (CUDA's)."""
+    if request.param == "compiled":
+        assert hs._compiled(torch.empty(1, 1, 1, 1)), "glamor_fast._C has no hidden-stats kernels: rebuild it"
+    else:
+        monkeypatch.setattr(hs, "_compiled", lambda context: False)
+    return request.param
+
+
+# (B, Df, Dc, H, W, Hd): several tiles; one cell; 7x7 batched into shared tiles (B=7: a group's
+# last element alone); B=1 with cells split across chunks / threads
+SHAPES = [(3, 5, 7, 4, 5, 6), (1, 3, 4, 1, 1, 5), (2, 4, 4, 5, 7, 9), (7, 5, 16, 7, 7, 8), (1, 4, 6, 19, 23, 5)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_plain_torch_and_gradcheck(small_tiles, impl, shape, channels_last, two_threads):
     x = _inputs(*shape)
+    if channels_last:
+        x[1] = x[1].detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     for got, want in zip(gla_hidden_stats(*x), _plain(*x)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(gla_hidden_stats, tuple(x))
-    assert torch.autograd.gradgradcheck(gla_hidden_stats, tuple(x))
+    big = x[1].numel() > 500  # the full Jacobian of every context element would take minutes
+    assert torch.autograd.gradcheck(gla_hidden_stats, tuple(x), fast_mode=big)
+    if not big:
+        assert torch.autograd.gradgradcheck(gla_hidden_stats, tuple(x))
 
 
-def test_float32_and_opcheck(small_tiles):
+def test_float32_and_opcheck(small_tiles, impl):
     x64 = _inputs(4, 6, 8, 5, 5, 12)
     x32 = [t.detach().float().requires_grad_(True) for t in x64]
     want = _plain(*x64)
@@ -49,6 +69,13 @@ def test_float32_and_opcheck(small_tiles):
     for g, w in zip(got, want):  # float32 products, float64 sums: within a few float32 ulps
         torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=1e-6)
     torch.library.opcheck(torch.ops.glamor_fast.gla_hidden_stats.default, tuple(x32))
+
+
+def test_nan_propagates_like_plain_torch(impl):
+    x = [t.detach() for t in _inputs(2, 4, 6, 3, 4, 5)]
+    x[1][1, 2, 0, 3] = float("nan")
+    for got, want in zip(gla_hidden_stats(*x), _plain(*x)):
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
 
 
 @pytest.mark.parametrize("backend", ["cpp", "triton"])

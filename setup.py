@@ -23,7 +23,8 @@ def extension_modules():
     cxx_flags = opt + ["-std=c++20", "-fopenmp", "-fno-trapping-math", "-DNDEBUG" if not debug else "-UNDEBUG"]
     sources = [os.path.join(csrc, "glamor_fast.cpp"), os.path.join(csrc, "cpu", "gla.cpp"),
                os.path.join(csrc, "cpu", "bn_relu_pool.cpp"), os.path.join(csrc, "cpu", "relu_pool.cpp"),
-               os.path.join(csrc, "cpu", "stem_conv.cpp"), os.path.join(csrc, "cpu", "gla_bf16x3.cpp")]
+               os.path.join(csrc, "cpu", "stem_conv.cpp"), os.path.join(csrc, "cpu", "gla_bf16x3.cpp"),
+               os.path.join(csrc, "cpu", "gla_hidden_stats.cpp")]
     with_cuda = (torch.cuda.is_available() or torch.version.cuda is not None) and (
         cpp_extension.CUDA_HOME is not None
     )

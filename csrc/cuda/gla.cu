@@ -197,13 +197,12 @@ gla_backward_chunk_kernel(Cells cs, Weights w, BackwardIn in, BackwardOut out) {
       part += w2[k] * h;
     }
     const A s = warp_sum(part) + static_cast<A>(w.b2);
-    A gv_part = 0;
-    for (int64_t c = lane; c < Dc; c += 32) gv_part += gp[c] * v[c];
-    const A gv = warp_sum(gv_part);
     // float32/float64: the forward's probabilities (see the merge kernel); 16-bit attn is rounded,
     // so recompute from the float32 lse there.
     const A a = in.attn != nullptr ? static_cast<const A*>(in.attn)[b * N + n] : exp_acc(s - lse);
-    const A ds = a * (gv + static_cast<const A*>(in.ga)[b * N + n] - delta);
+    // t and delta come from the same values (the binding), so ds is exactly 0 where the softmax
+    // is one-hot or N = 1, as PyTorch's softmax backward gives.
+    const A ds = a * (static_cast<const A*>(in.t)[b * N + n] - delta);
     for (int64_t k = lane; k < Hd; k += 32) {
       const A z = dz[k];
       const A h1 = relu(z);

@@ -41,8 +41,8 @@ struct ForwardOut {
 
 struct BackwardIn {
   const void* gp;     // (B, Dc) acc, contiguous
-  const void* ga;     // (B, N) acc, contiguous
-  const void* delta;  // (B) acc: gp . pooled + sum_i a_i ga_i - g_lse
+  const void* t;      // (B, N) acc, contiguous: t_i = gp . v_i + ga_i
+  const void* delta;  // (B) acc: sum_i a_i t_i - g_lse, from the same t
   const void* lse;    // (B) acc
   const void* attn;   // (B, N) acc, contiguous: the forward's probabilities, or nullptr (16-bit)
 };

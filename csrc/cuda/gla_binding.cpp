@@ -121,10 +121,12 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   }
   auto p = prepare(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
   auto gp = grad_pooled.to(at_).contiguous();
-  auto ga = grad_attn.reshape({d.B, d.N}).to(at_).contiguous();
-  auto delta = ((gp * pooled.to(at_)).sum(1) + (attn.reshape({d.B, d.N}).to(at_) * ga).sum(1) -
-                grad_lse.to(at_))
-                   .contiguous();
+  // The softmax's incoming gradient per cell t_i = gp . v_i + ga_i, and from the same values
+  // delta = sum_i a_i t_i - g_lse (not gp . pooled: that rounds differently, and ds would not be
+  // exactly 0 where it truly is). 16-bit: a is the rounded attn, exactly 0 / 1 where one-hot.
+  auto ga = grad_attn.reshape({d.B, d.N}).to(at_);
+  auto t = (at::bmm(gp.unsqueeze(1), context.flatten(2).to(at_)).squeeze(1) + ga).contiguous();
+  auto delta = ((attn.reshape({d.B, d.N}).to(at_) * t).sum(1) - grad_lse.to(at_)).contiguous();
   auto lse_k = (lse.to(at_) - p.b2).contiguous();  // the kernels' scores exclude b2
   at::Tensor dctx, dz;
   BackwardOut out{nullptr, 0, 0, 0, 0, nullptr, nullptr};
@@ -144,7 +146,7 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
   out.vec = vec.data_ptr();
   // Where attn is stored in the accumulation type its values are the kernel's probabilities.
   auto probs = st == at_ ? attn.reshape({d.B, d.N}).contiguous() : at::Tensor();
-  BackwardIn in{gp.data_ptr(), ga.data_ptr(), delta.data_ptr(), lse_k.data_ptr(),
+  BackwardIn in{gp.data_ptr(), t.data_ptr(), delta.data_ptr(), lse_k.data_ptr(),
                 probs.defined() ? probs.data_ptr() : nullptr};
   check_launch(gla_backward_launch(dtype_tag(st), make_cells(context, d), make_weights(p, d), in,
                                    out, c10::cuda::getCurrentCUDAStream().stream()),

@@ -11,7 +11,7 @@ import torch
 from glamor_fast.ops import _ext, gla, gla_reference
 from tests.conftest import GPU_MARKS
 from tests.helpers import make_gla_inputs
-from tests.ops.test_cpp import GRID, _max_err, _run, _sliced
+from tests.ops.test_cpp import GRID, _exact_zero_cases, _max_err, _run, _sliced
 
 pytestmark = GPU_MARKS
 
@@ -101,3 +101,17 @@ def test_wrong_device_mix_raises():
     x[2] = x[2].cpu()
     with pytest.raises(RuntimeError, match="`w1` is on cpu"):
         torch.ops.glamor_fast.gla_forward(*x)
+
+
+@pytest.mark.parametrize("name", ["n1", "one_hot", "one_hot_multi_tile"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_exact_zero_gradients_stay_exactly_zero(name, dtype):
+    """As test_cpp's: one cell, or a one-hot softmax, gives exactly 0 for the face, w1, b1 and
+    w2 gradients (the binding forms delta from the same per-cell terms as ds)."""
+    x = [None if t is None else t.to("cuda", dtype) for t in _exact_zero_cases()[name]]
+    p, a, g, gp, ga = _run(cuda_gla, x)
+    rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)
+    assert ((a == 0) | (a == 1)).all() and (ra == a).all(), "the case must be exactly one-hot"
+    for i, what in ((0, "face"), (2, "w1"), (3, "b1"), (4, "w2")):
+        assert (rg[i] == 0).all(), f"PyTorch's {what} gradient is exactly 0 here"
+        assert (g[i] == 0).all(), f"grad {what}: max |g| = {g[i].abs().max().item():.3g}, not exactly 0"

@@ -369,6 +369,14 @@ def test_gradient_penalty_matches_reference():
         torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12)
 
 
+def assert_exact_zero_grads(a, ra, g, rg):
+    """attn one-hot on both sides; the face, w1, b1 and w2 gradients exactly 0 as PyTorch's."""
+    assert ((a == 0) | (a == 1)).all() and (ra == a).all(), "the case must be exactly one-hot"
+    for i, what in ((0, "face"), (2, "w1"), (3, "b1"), (4, "w2")):
+        assert (rg[i] == 0).all(), f"PyTorch's {what} gradient is exactly 0 here"
+        assert (g[i] == 0).all(), f"grad {what}: max |g| = {g[i].abs().max().item():.3g}, not exactly 0"
+
+
 def _exact_zero_cases():
     """(name, inputs) where the true gradients of face, w1, b1 and w2 are 0: one cell, and a
     softmax made one-hot by large scores (the winning cell's score ~1e4 above the rest)."""
@@ -394,10 +402,7 @@ def test_exact_zero_gradients_stay_exactly_zero(name, dtype, fn, two_threads):
     x = [None if t is None else t.to(dtype) for t in _exact_zero_cases()[name]]
     p, a, g, gp, ga = _run(fn, x)
     rp, ra, rg, _, _ = _run(gla_reference, x, gp, ga)
-    assert ((a == 0) | (a == 1)).all() and (ra == a).all(), "the case must be exactly one-hot"
-    for i, what in ((0, "face"), (2, "w1"), (3, "b1"), (4, "w2")):
-        assert (rg[i] == 0).all(), f"PyTorch's {what} gradient is exactly 0 here"
-        assert (g[i] == 0).all(), f"grad {what}: max |g| = {g[i].abs().max().item():.3g}, not exactly 0"
+    assert_exact_zero_grads(a, ra, g, rg)
     torch.testing.assert_close(g[1], rg[1])  # dcontext = a gp: exact too, up to rounding
 
 

@@ -7,7 +7,8 @@
 // done on it before the next tile. Nothing of size (B, N, Hd) is ever allocated.
 // When N is small (7x7), the tile is several whole batch elements (Split::batch) so that the
 // GEMMs are larger; W1c, an operand of every tile GEMM, is packed once per call (MKL pack API).
-// float16/bfloat16 inputs are converted to float32 at the boundary and the results back.
+// float16/bfloat16 inputs compute in float32: the context converted tile by tile, the small
+// parameters at the boundary, the results back.
 // The tiling machinery (GEMM, tile views, the split, parameters) is in gla_tiles.h, shared with
 // the hidden-statistics kernels (gla_hidden_stats.cpp); the AMX backward GEMMs in gla_bf16x3.*.
 #include "gla.h"

@@ -17,6 +17,7 @@
 
 #include "../gla_checks.h"
 #include "../gla_host.h"
+#include "vec_common.h"
 
 namespace glamor_fast {
 namespace cpu {
@@ -122,21 +123,31 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a
 // How the cells of one batch element are read. CT: cell j of channel c at p[c * ld + j] (NCHW);
 // TC: at p[j * ld + c] (channels_last). Both are read in place (the GEMMs take either through a
 // transpose flag, at the same speed: measured with MKL, 36 us for 49 x 256 x 128 either way).
-// Any other strides are packed per tile into a thread-local CT buffer of Dc x tile elements.
+// Any other strides are packed per tile into a thread-local CT buffer of Dc x tile elements, and
+// so is a float16 / bfloat16 context (T = float): converted tile by tile, never as a whole.
 enum class Layout { CT, TC, Packed };
 
 template <typename T>
 struct Cells {
-  const T* base;  // context data pointer
+  const T* base;  // context data pointer (nullptr for a 16-bit context: base16)
   int64_t sb, sc, sh, sw, W, N, Dc;
   Layout layout;
   int64_t ld;  // for CT / TC
+  const void* base16 = nullptr;  // the 16-bit context, read through Packed tiles
+  bool bf16 = false;             // base16 holds bfloat16 (else float16)
+  Layout layout16 = Layout::Packed;
+  int64_t ld16 = 0;              // the 16-bit context's own CT / TC leading dimension
 };
 
 template <typename T>
 Cells<T> describe_cells(const at::Tensor& context) {
   Cells<T> v;
-  v.base = context.data_ptr<T>();
+  const auto st = context.scalar_type();
+  const bool half = st == at::kHalf || st == at::kBFloat16;
+  constexpr bool is_float = std::is_same_v<T, float>;
+  TORCH_CHECK((half ? is_float : st == c10::CppTypeToScalarType<T>::value),
+              "glamor_fast: internal: cells of dtype ", st);
+  v.base = half ? nullptr : static_cast<const T*>(context.data_ptr());
   v.sb = context.stride(0);
   v.sc = context.stride(1);
   v.sh = context.stride(2);
@@ -159,6 +170,14 @@ Cells<T> describe_cells(const at::Tensor& context) {
     v.layout = Layout::Packed;
     v.ld = 0;
   }
+  if (half) {
+    v.base16 = context.data_ptr();
+    v.bf16 = st == at::kBFloat16;
+    v.layout16 = v.layout;
+    v.ld16 = v.ld;
+    v.layout = Layout::Packed;
+    v.ld = 0;
+  }
   return v;
 }
 
@@ -171,8 +190,54 @@ struct TileView {
   T at(int64_t c, int64_t j) const { return ct ? p[c * ld + j] : p[j * ld + c]; }
 };
 
+// dst[j] = float(src[j]): bfloat16 is the high half of a float32; float16 through the compiler's
+// _Float16 (F16C on x86-64-v3 and up). Compiled per ISA so the loops vectorise.
+GLAMOR_CPU_CLONES static void bf16_to_float(const uint16_t* __restrict src, float* __restrict dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t b = uint32_t(src[j]) << 16;
+    float f;
+    __builtin_memcpy(&f, &b, sizeof f);
+    dst[j] = f;
+  }
+}
+
+GLAMOR_CPU_CLONES static void half_to_float(const uint16_t* __restrict src, float* __restrict dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(c10::Half(src[j], c10::Half::from_bits()));
+}
+
+// The 16-bit context's cells [n0, n0 + T_) of b (from base), converted into pack (Dc, T_).
+inline void convert_tile(const Cells<float>& v, const uint16_t* base, int64_t n0, int64_t T_, float* pack) {
+  auto row = [&](const uint16_t* src, float* dst, int64_t n) {
+    if (v.bf16) bf16_to_float(src, dst, n);
+    else half_to_float(src, dst, n);
+  };
+  if (v.layout16 == Layout::CT) {
+    for (int64_t c = 0; c < v.Dc; ++c) row(base + c * v.ld16 + n0, pack + c * T_, T_);
+  } else if (v.layout16 == Layout::TC) {
+    std::vector<float> cell(v.Dc);
+    for (int64_t j = 0; j < T_; ++j) {
+      row(base + (n0 + j) * v.ld16, cell.data(), v.Dc);
+      for (int64_t c = 0; c < v.Dc; ++c) pack[c * T_ + j] = cell[c];
+    }
+  } else {
+    for (int64_t c = 0; c < v.Dc; ++c) {
+      const uint16_t* src = base + c * v.sc;
+      for (int64_t j = 0; j < T_; ++j) {
+        const int64_t n = n0 + j;
+        row(src + (n / v.W) * v.sh + (n % v.W) * v.sw, pack + c * T_ + j, 1);
+      }
+    }
+  }
+}
+
 template <typename T>
 TileView<T> tile_view(const Cells<T>& v, int64_t b, int64_t n0, int64_t T_, T* pack) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (v.base16 != nullptr) {
+      convert_tile(v, static_cast<const uint16_t*>(v.base16) + b * v.sb, n0, T_, pack);
+      return {pack, T_, true};
+    }
+  }
   const T* base = v.base + b * v.sb;
   if (v.layout == Layout::CT) return {base + n0, v.ld, true};
   if (v.layout == Layout::TC) return {base + n0 * v.ld, v.ld, false};
@@ -356,9 +421,9 @@ struct GradContext {
 // ---------------------------------------------------------------------------------------------
 using host::compute_type;
 
-// The shared parameters (csrc/gla_host.h) plus what the CPU kernels also need: context in the
-// compute dtype (converted only when 16-bit), b2 as a number, and whether w2, scale and shift
-// are all finite.
+// The shared parameters (csrc/gla_host.h) plus what the CPU kernels also need: the context as
+// given (a 16-bit one is converted tile by tile: Cells::base16), b2 as a number, and whether w2,
+// scale and shift are all finite.
 struct Prepared : host::Params {
   at::Tensor context;
   double b2;
@@ -369,10 +434,9 @@ inline Prepared prepare(const at::Tensor& face, const at::Tensor& context, const
                  const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
                  const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
                  const GlaDims& d) {
-  const auto ct = compute_type(context.scalar_type());
   Prepared p;
   static_cast<host::Params&>(p) = host::prepare_params(face, w1, b1, w2, scale, shift, d);
-  p.context = context.scalar_type() == ct ? context : context.to(ct);
+  p.context = context;  // 16-bit: converted tile by tile (Cells::base16)
   p.b2 = b2.to(at::kDouble).item<double>();
   p.finite = p.w2.isfinite().all().item<bool>() &&
              (!p.scale.defined() || (p.scale.isfinite().all().item<bool>() &&

@@ -40,10 +40,10 @@ AUTO_PREFERENCE = {
 }
 
 
-# Exceptions by (device type, dtype), measured. On the CPU `cpp` computes bfloat16 in float32
-# (converting at the boundary), slower than PyTorch's own bfloat16 kernels where the CPU has them
-# (Intel Xeon with AMX, 2 threads, B=256 7x7, 2026-11-26: fwd / fwd+bwd ms, cpp 4.47 / 20.9,
-# reference 3.05 / 18.1). float16 there (no AMX-FP16): cpp 4.38 / 22.4, reference 7.92 / 33.6.
+# Exceptions by (device type, dtype), measured. On the CPU `cpp` computes bfloat16 in float32,
+# which PyTorch's own bfloat16 kernels match or beat where the CPU has them (Intel Xeon with AMX,
+# 2 threads, B=256 7x7, 5 interleaved rounds, 2026-11-26: fwd / fwd+bwd ms, cpp 4.23 / 13.0,
+# reference 3.25 / 12.9). float16 there (no AMX-FP16): cpp 4.38 / 13.8, reference 7.85 / 28.6.
 AUTO_PREFERENCE_BY_DTYPE = {
     ("cpu", torch.bfloat16): ("reference",),
 }

@@ -111,6 +111,20 @@ def test_sliced_context_read_in_place(kind, folded_bn, two_threads):
     _assert_matches_reference_f64(x, cpp_saved)
 
 
+@pytest.mark.parametrize("kind", ["gaps", "cl_gaps", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_context_any_strides_same_as_contiguous(kind, dtype, two_threads):
+    """A 16-bit context is converted tile by tile from whatever strides it has: a non-contiguous
+    view gives bit for bit what its contiguous copy gives (B=7, 7x7: batched tiles too)."""
+    x = _sliced(make_gla_inputs(B=7, Df=8, Dc=16, H=7, W=7, Hd=16, folded_bn=True), kind)
+    x = [None if t is None else t.to(dtype) for t in x]
+    gp, ga = torch.randn(7, 16).to(dtype), torch.randn(7, 7, 7).to(dtype)
+    got = _run(cpp, x, gp, ga)
+    want = _run(cpp, [x[0], x[1].contiguous(), *x[2:]], gp, ga)
+    for u, v in zip([got[0], got[1], *got[2]], [want[0], want[1], *want[2]]):
+        assert u.dtype == dtype and torch.equal(u, v)
+
+
 def test_grad_into_attn_only_and_pooled_only():
     x = make_gla_inputs(B=2, Df=5, Dc=7, H=3, W=4, Hd=3, folded_bn=True)
     for use_p, use_a in ((False, True), (True, False)):

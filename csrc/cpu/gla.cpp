@@ -501,28 +501,11 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
     // dV of batch element b's cells [n0, n0 + T_) (tile row j0) from dz, in float32 GEMMs:
     // dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
     auto dv_fp32 = [&](const T* dzt, int64_t T_, int64_t b, int64_t n0, int64_t j0) {
-      const T* gpb = gp + b * Dc;
-      const T* at_ = a.data() + j0;
-      const float* pw = pk.find<T>(kPackDV, T_);
-      if (dctx.cells_major) {  // column-major (Dc x T_), ld Dc
-        T* out = dctx.data + b * dctx.sb + n0 * Dc;
-        if constexpr (std::is_same_v<T, float>) {
-          if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, dzt, Hd, 0.f, out, Dc);
-        }
-        if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, dzt, Hd, T(0), out, Dc);
-        tile_outer(out, Dc, true, gpb, at_, T_, Dc);
-      } else {  // NCHW: column-major (T_ x Dc), ld N
-        T* out = dctx.data + b * dctx.sb + n0;
-        if constexpr (std::is_same_v<T, float>) {
-          if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, dzt, Hd, pw, Hd, 0.f, out, dctx.N);
-        }
-        if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), dzt, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
-        tile_outer(out, dctx.N, false, gpb, at_, T_, Dc);
-      }
+      T* out = dv_tile(P, pk, dctx, dzt, T_, b, n0, Dc, Hd);
+      tile_outer(out, dctx.cells_major ? Dc : dctx.N, dctx.cells_major, gp + b * Dc, a.data() + j0, T_, Dc);
     };
-    // dW1c^T (Dc x Hd, col-major) += V_tile^T (Dc x T_) dZ (T_ x Hd)
     auto add_dw1c = [&](const TileView<T>& tv, const T* dz, int64_t T_) {
-      if (need.w1c) gemm<T>(tv.ct, true, Dc, Hd, T_, T(1), tv.p, tv.ld, dz, Hd, T(1), dW1c, Dc);
+      if (need.w1c) add_dw1c_tile(tv, dz, T_, Dc, Hd, dW1c);
     };
     // The tile's two GEMMs in bf16x3 when every ds and Y_i = ds_i v_i is finite. `split` hands
     // the tile's cells to xt->split_ct / split_tc and says which; `parts` visits the tile's

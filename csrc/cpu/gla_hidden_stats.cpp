@@ -160,24 +160,9 @@ void stats_backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t Hd, co
                         T* dz = zt + j0 * Hd;  // in place
                         tile_hidden_dz(dz, P.u + b * Hd, alpha, beta, T_, Hd, sums.data());
                         for (int64_t k = 0; k < Hd; ++k) du[item * Hd + k] += double(sums[k]);
-                        if (need_ctx) {
-                          const float* pw = pk.find<T>(kPackDV, T_);
-                          if (dctx.cells_major) {
-                            T* out = dctx.data + b * dctx.sb + n0 * Dc;
-                            if constexpr (std::is_same_v<T, float>) {
-                              if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, dz, Hd, 0.f, out, Dc);
-                            }
-                            if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, dz, Hd, T(0), out, Dc);
-                          } else {
-                            T* out = dctx.data + b * dctx.sb + n0;
-                            if constexpr (std::is_same_v<T, float>) {
-                              if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, dz, Hd, pw, Hd, 0.f, out, dctx.N);
-                            }
-                            if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), dz, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
-                          }
-                        }
+                        if (need_ctx) dv_tile(P, pk, dctx, dz, T_, b, n0, Dc, Hd);
                       });
-                      if (need_w1c) gemm<T>(tv.ct, true, Dc, Hd, cells, T(1), tv.p, tv.ld, zt, Hd, T(1), dW1c, Dc);
+                      if (need_w1c) add_dw1c_tile(tv, zt, cells, Dc, Hd, dW1c);
                     });
     }
   });

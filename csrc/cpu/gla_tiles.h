@@ -418,6 +418,35 @@ struct GradContext {
   int64_t N;
 };
 
+// dV of batch element b's cells [n0, n0 + T_) = dZ (T_ x Hd) W1c, written in place into dctx in
+// its layout (channels_last: column-major (Dc x T_), ld Dc; NCHW: column-major (T_ x Dc), ld N).
+// Returns where it wrote (the caller may add to it with the same leading dimension).
+template <typename T>
+T* dv_tile(const Params<T>& P, const W1cPacks& pk, const GradContext<T>& dctx, const T* dz, int64_t T_,
+           int64_t b, int64_t n0, int64_t Dc, int64_t Hd) {
+  const float* pw = pk.find<T>(kPackDV, T_);
+  if (dctx.cells_major) {
+    T* out = dctx.data + b * dctx.sb + n0 * Dc;
+    if constexpr (std::is_same_v<T, float>) {
+      if (pw) blas().compute(kColMajor, kPacked, kNoTrans, Dc, T_, Hd, pw, Dc, dz, Hd, 0.f, out, Dc);
+    }
+    if (!pw) gemm<T>(false, false, Dc, T_, Hd, T(1), P.w1c, P.ldw, dz, Hd, T(0), out, Dc);
+    return out;
+  }
+  T* out = dctx.data + b * dctx.sb + n0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (pw) blas().compute(kColMajor, kTrans, kPacked, T_, Dc, Hd, dz, Hd, pw, Hd, 0.f, out, dctx.N);
+  }
+  if (!pw) gemm<T>(true, true, T_, Dc, Hd, T(1), dz, Hd, P.w1c, P.ldw, T(0), out, dctx.N);
+  return out;
+}
+
+// dW1c^T (Dc x Hd, column-major, i.e. dW1c (Hd, Dc) row-major) += V_tile^T (Dc x T_) dZ (T_ x Hd).
+template <typename T>
+void add_dw1c_tile(const TileView<T>& tv, const T* dz, int64_t T_, int64_t Dc, int64_t Hd, T* dW1c) {
+  gemm<T>(tv.ct, true, Dc, Hd, T_, T(1), tv.p, tv.ld, dz, Hd, T(1), dW1c, Dc);
+}
+
 // ---------------------------------------------------------------------------------------------
 using host::compute_type;
 

@@ -63,10 +63,16 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The layout the kernels' outputs follow: channels_last for a channels_last (and not also
+    contiguous) x, contiguous otherwise (csrc/layout.h's is_channels_last for the C++ kernels)."""
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 def _grad_context_like(context: torch.Tensor) -> torch.Tensor:
-    channels_last = context.is_contiguous(memory_format=torch.channels_last) and not context.is_contiguous()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(context.shape, dtype=context.dtype, device=context.device).contiguous(memory_format=fmt)
+    return torch.empty(context.shape, dtype=context.dtype, device=context.device,
+                       memory_format=memory_format_of(context))
 
 
 def _register() -> None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ext
+from ._ext import memory_format_of  # noqa: F401  (kernels/bn_relu_pool.py imports it from here)
 
 BACKENDS = ("auto", "reference", "cpp", "triton")
 
@@ -35,13 +36,6 @@ def bn_relu_pool_reference(x, weight, bias, running_mean=None, running_var=None,
     """The unfused block with torch ops; updates the running statistics in place like F.batch_norm."""
     z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return F.max_pool2d(F.relu(z), 2)
-
-
-def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """The layout the pooling ops' outputs follow: channels_last for a channels_last (and not
-    also contiguous) x, contiguous otherwise (csrc/layout.h for the C++ kernels)."""
-    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if cl else torch.contiguous_format
 
 
 def pooled_like(x: torch.Tensor, dtype=None) -> torch.Tensor:

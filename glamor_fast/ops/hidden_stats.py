@@ -11,7 +11,7 @@ Backward, given gmean, gvar (Hd):
 
 ``gla_hidden_stats(face, context, w1, b1) -> (mean, var)`` is a torch.library custom op (fake
 kernel, autograd, opcheck-tested). On the CPU it runs the compiled kernels of glamor_fast._C
-(``gla_hidden_stats_forward`` / ``_backward`` in csrc/cpu/gla.cpp: the GLA op's tiles and GEMMs,
+(``gla_hidden_stats_forward`` / ``_backward`` in csrc/cpu/gla_hidden_stats.cpp: the GLA op's tiles and GEMMs,
 per-tile sums then float64); elsewhere (CUDA, or without the extension) a loop of torch matmuls
 over tiles of at most ``TILE_CELLS`` cells (whole batch elements; one element when N is larger).
 Both recompute each tile's hidden layer in the backward: the largest temporary is one tile's
@@ -21,19 +21,26 @@ of the GLA op's own recomputation; there is no Triton or CUDA kernel for it.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 TILE_CELLS = 1024  # cells per tile (rounded to whole batch elements, at least one)
 
 
-def _compiled(context: Tensor) -> bool:
-    """Whether glamor_fast._C's CPU kernels take these inputs."""
-    if context.device.type != "cpu" or context.dtype not in (torch.float32, torch.float64):
-        return False
+@functools.lru_cache(maxsize=None)
+def _kernels_built() -> bool:
+    """Whether glamor_fast._C has the CPU kernels (looked up once; importing _ext loads _C, so
+    not at import time)."""
     from ._ext import cpu_kernel_missing
 
     return cpu_kernel_missing("gla_hidden_stats_forward") is None
+
+
+def _compiled(context: Tensor) -> bool:
+    """Whether glamor_fast._C's CPU kernels take these inputs."""
+    return context.device.type == "cpu" and context.dtype in (torch.float32, torch.float64) and _kernels_built()
 
 
 def _tiles(B: int, N: int):

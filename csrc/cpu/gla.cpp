@@ -438,8 +438,10 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
     std::vector<T> vb(batched && !batch_in_place(V) ? Dc * S.batch * N : 0);
     std::optional<bf16x3::Tile> xt;
     // Group sums of the dW1c GEMMs without c: (Dc, Hd) from channel-major tiles, (Hd, Dc) from
-    // cell-major ones; the dV GEMM's output (cells, Dc) or (Dc, padded cells).
+    // cell-major ones (a group usually has one kind: each is zeroed on its first use in the
+    // group and added only if used); the dV GEMM's output (cells, Dc) or (Dc, padded cells).
     std::vector<float> x3_acc_ct, x3_acc_tc;
+    bool x3_used_ct = false, x3_used_tc = false;
     bf16x3::AlignedVector<float> x3_m;
     if (x3) {
       xt.emplace(max_cells, Dc, Hd);
@@ -515,7 +517,11 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         if (!x3 || !clean) return false;
         if (need.w1c) {
           const bool ct = split();
-          if (!xt->add_dw1c(ct, (ct ? x3_acc_ct : x3_acc_tc).data())) return false;
+          auto& acc = ct ? x3_acc_ct : x3_acc_tc;
+          bool& used = ct ? x3_used_ct : x3_used_tc;
+          if (!used) std::fill(acc.begin(), acc.end(), 0.f);
+          used = true;
+          if (!xt->add_dw1c(ct, acc.data())) return false;
         }
         if (need.context) {
           xt->dv(x3_w, x3_m.data());
@@ -548,8 +554,7 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
       dbeta = dgamma + Hd;
       std::fill(dW1c, dW1c + Hd * Dc, T(0));
       std::fill(dw2, dw2 + 3 * Hd, R(0));
-      std::fill(x3_acc_ct.begin(), x3_acc_ct.end(), 0.f);
-      std::fill(x3_acc_tc.begin(), x3_acc_tc.end(), 0.f);
+      x3_used_ct = x3_used_tc = false;
       auto [first, last] = group_items(S, g);
       for (int64_t it = first; it < last;) {
         const int64_t nb = std::min(S.batch, last - it);
@@ -608,10 +613,8 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
         ++it;
       }
       if constexpr (std::is_same_v<T, float>) {
-        if (x3 && need.w1c) {
-          bf16x3::scale_add_dw1c(x3_acc_ct.data(), true, x3_c.data(), Hd, Dc, dW1c);
-          bf16x3::scale_add_dw1c(x3_acc_tc.data(), false, x3_c.data(), Hd, Dc, dW1c);
-        }
+        if (x3_used_ct) bf16x3::scale_add_dw1c(x3_acc_ct.data(), true, x3_c.data(), Hd, Dc, dW1c);
+        if (x3_used_tc) bf16x3::scale_add_dw1c(x3_acc_tc.data(), false, x3_c.data(), Hd, Dc, dW1c);
       }
     }
     if (x3) bf16x3::Tile::release();

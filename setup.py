@@ -1,4 +1,4 @@
-"""Installs ``glamor_fast`` (with the top-level ``kernels/`` as ``glamor_fast.kernels``)."""
+"""Installs ``glamor_fast`` and builds its C++/CUDA extension ``glamor_fast._C`` from csrc/."""
 from setuptools import find_packages, setup
 
 
@@ -52,8 +52,7 @@ setup(
     version="0.1.0",
     description="Fused Global-Local Attention kernels and the GLAMOR-Net model family for PyTorch",
     python_requires=">=3.10",
-    packages=find_packages(include=["glamor_fast", "glamor_fast.*"]) + ["glamor_fast.kernels"],
-    package_dir={"glamor_fast.kernels": "kernels"},
+    packages=find_packages(include=["glamor_fast", "glamor_fast.*"]),
     install_requires=[
         "torch>=2.13,<2.14",
         "numpy",

@@ -39,9 +39,11 @@ from typing import Callable, Optional
 
 import torch
 
-from glamor_fast.ops import gla, gla_reference
-from glamor_fast.ops.reference import gla_split
-from glamor_fast.ops.backends import BACKEND_MODULES, available_backends, unavailable_reason
+from glamor_fast.ops import gla_reference, gla_split
+from glamor_fast.ops.gla import gla
+from glamor_fast.ops.registry import BACKENDS, available_backends, unavailable_reason
+
+BACKEND_NAMES = tuple(BACKENDS["gla"])
 
 from .machine import machine_info
 from .roofline import fraction, measure_limits
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "all"),
                         help="cpu, cuda, or all (cpu and, where present, cuda)")
     parser.add_argument("--backends", nargs="+", default=None, metavar="NAME",
-                        help="subset of: eager compile " + " ".join(n for n in BACKEND_MODULES if n != "reference")
+                        help="subset of: eager compile " + " ".join(n for n in BACKEND_NAMES if n != "reference")
                         + " (default: eager, compile and every available backend)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results here as JSON")
     parser.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
@@ -74,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def select_backends(device: torch.device, requested: Optional[list[str]]) -> tuple[list[str], dict]:
     """The backend names to run on ``device`` and, for the ones left out, why."""
-    known = [*BASELINES, *(n for n in BACKEND_MODULES if n != "reference")]
+    known = [*BASELINES, *(n for n in BACKEND_NAMES if n != "reference")]
     skipped = {}
     if requested is not None:
         names = ["eager" if n == "reference" else n for n in requested]
@@ -88,7 +90,7 @@ def select_backends(device: torch.device, requested: Optional[list[str]]) -> tup
         return list(dict.fromkeys(names)), skipped
     names = list(BASELINES)
     available = available_backends(device, torch.float32)
-    for n in BACKEND_MODULES:
+    for n in BACKEND_NAMES:
         if n == "reference":
             continue
         if n == "triton" and device.type == "cpu":

@@ -9,8 +9,8 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from glamor_fast.ops import gla
-from glamor_fast.ops.reference import gla_split
+from glamor_fast.ops.gla import gla
+from glamor_fast.ops import gla_split
 
 
 def timed(fn, reps=50):
@@ -37,8 +37,7 @@ def main():
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
     if a.fp32_precision:
-        from glamor_fast.ops import triton_backend
-        K = triton_backend._load_kernels()
+        from glamor_fast.ops.gla import triton as K
         K._input_precision = lambda dtype: a.fp32_precision if dtype == torch.float32 else "tf32"
     dev = "cuda"
     B, D, Hd, hw = a.B, 256, 128, a.hw

@@ -12,7 +12,7 @@ python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT
 echo "build: $(( $(date +%s) - t0 )) s"
 # kernels/ installs as glamor_fast.kernels; in a bare checkout the backend finds it as kernels.gla
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-python3 -c "from glamor_fast.ops import _ext; print('ext error:', _ext.load_error(), 'CUDA kernels:', _ext.has_kernel('CUDA'))"
+python3 -c "from glamor_fast.ops import extension as e; print('ext error:', e.load_error(), 'CUDA kernels:', e.kernel_missing('gla_forward', 'CUDA') is None)"
 GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=120 -rfE "$@" 2>&1 | tee "$OUT/pytest_gpu.log" | tail -60
 # Tests that run on the GPU when one is there but are not gpu-marked (they also run on the CPU):
 # exact zero gradients and the differentiable lse of the Triton op, the hidden-layer statistics op.

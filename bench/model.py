@@ -37,8 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from glamor_fast.models import build_model
-from glamor_fast.ops import gla
-from glamor_fast.ops.backends import BACKEND_MODULES
+from glamor_fast.ops.gla import gla
+from glamor_fast.ops.registry import BACKENDS
+
+BACKEND_NAMES = tuple(BACKENDS["gla"])
 
 from .gla import select_backends
 from .machine import machine_info
@@ -310,9 +312,9 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
 
         kept = keep_freed_memory()
     names, skipped = select_backends(device, args.backends)
-    backends = ["reference" if n == "eager" else n for n in names if n in BACKEND_MODULES or n == "eager"]
+    backends = ["reference" if n == "eager" else n for n in names if n in BACKEND_NAMES or n == "eager"]
     for n in backends:
-        if n not in BACKEND_MODULES:
+        if n not in BACKEND_NAMES:
             raise SystemExit(f"bench.model: unknown GLA backend {n!r}")
     steps = args.steps or (4 if args.quick else 10)
     t_start = time.perf_counter()

@@ -3,7 +3,8 @@ from .models import (
     PRESETS, AdaptiveFusion, CAERNetS, ContextAttention, Conv5Encoder, GLAMORNet,
     GlobalLocalAttention, ResNet18Encoder, build_model, fold_batchnorm, load_tf_checkpoint, optimize_for_inference,
 )
-from .ops import available_backends, gla, gla_reference
+from .ops import available_backends, gla_reference
+from .ops.gla import gla
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ import torch
 
 from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.models import GLAMORNet
-from glamor_fast.ops.backends import choose_backend
+from glamor_fast.ops.registry import choose_backend
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ __all__ = ["check_writable_dir", "expected_errors", "one_line", "run_reporting_e
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception types a command reports as one line."""
     from glamor_fast.data.faces import MissingExtraError
-    from glamor_fast.ops.backends import BackendUnavailableError
+    from glamor_fast.ops.registry import BackendUnavailableError
     from glamor_fast.training.checkpoint import CheckpointError
     from glamor_fast.training.loop import NonFiniteLossError
 

@@ -76,7 +76,7 @@ def recipe_config(args: argparse.Namespace, model: str, out_dir, time_budget_s=N
 def quickstart(args: argparse.Namespace) -> dict:
     """Run the main job; returns the summary dict (also written to <out-dir>/summary.json)."""
     from glamor_fast.evaluate import evaluate_checkpoint
-    from glamor_fast.ops.backends import choose_backend
+    from glamor_fast.ops.registry import choose_backend
     from glamor_fast.training.data import resolve_data_root
     from glamor_fast.training.distributed import DistInfo, resolve_device
     from glamor_fast.visualize import visualize

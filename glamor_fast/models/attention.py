@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import gla
-from ..ops.hidden_stats import gla_hidden_stats
+from ..ops.gla import gla
+from ..ops.gla.hidden_stats import gla_hidden_stats
 
 
 class GlobalLocalAttention(nn.Module):

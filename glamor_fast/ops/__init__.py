@@ -1,60 +1,11 @@
-"""The GLA op: validate once, pick the backend, call it."""
-from __future__ import annotations
+"""The ops, one package each: ``gla`` (Global-Local Attention and its hidden-layer statistics),
+``bn_relu_pool`` (the fused encoder block), ``relu_pool`` and ``stem_conv`` (inference kernels).
+``registry`` chooses every op's backend; ``extension`` loads the compiled kernels.
 
-from typing import Optional
+The GLA function is ``glamor_fast.ops.gla.gla`` (also ``glamor_fast.gla``): ``glamor_fast.ops.gla``
+is its package.
+"""
+from .gla.spec import gla_reference, gla_split
+from .registry import BackendUnavailableError, available_backends, choose_backend
 
-import torch
-
-from . import backends
-from .backends import available_backends
-from .checks import check_gla_inputs
-from .reference import gla_reference
-
-
-def gla(
-    face: torch.Tensor,
-    context: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-    hidden_scale: Optional[torch.Tensor] = None,
-    hidden_shift: Optional[torch.Tensor] = None,
-    backend: str = "auto",
-    deterministic: bool = True,
-    recompute: Optional[bool] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global-Local Attention on the chosen backend; same maths and outputs as ``gla_reference``.
-
-    Args:
-        face (B, Df), context (B, Dc, H, W) any strides, w1 (Hd, Df + Dc), b1 (Hd,), w2 (Hd,),
-        b2 scalar, hidden_scale / hidden_shift optional (Hd,); one dtype and device for all.
-        backend: "auto" (fastest available for the device and dtype; logs its choice once),
-            "reference", "triton", "cpp" or "cuda". An unavailable backend raises, naming the
-            available ones; there is no silent fallback.
-        deterministic: reduce weight gradients in a fixed order (default). False lets a
-            backend use atomics where it has them.
-        recompute: the hidden layer z = W1c v_ij (B, N, Hd) for the backward.
-            True: never stored (the memory-lean mode): the backward recomputes it, one GEMM more.
-            False: the forward saves it and the backward reads it (cpp backend only; the
-            GPU kernels always recompute, and refuse False).
-            None (default): cpp saves it when a backward will follow (grad mode on and an input
-            requires grad) and it takes at most ``_ext.SAVE_HIDDEN_MAX_BYTES`` (64 MiB: paper
-            shape B=256, 7x7, Hd=128 is 6.4 MB); else, and on every other backend, recompute.
-            The reference materialises everything whatever this says.
-    Returns:
-        pooled (B, Dc) and attn (B, H, W), both differentiable.
-
-    The op computes in its inputs' dtype: autocast is switched off around it (cast the inputs
-    to choose a precision, as GlobalLocalAttention does with the encoder's output dtype).
-    """
-    B = check_gla_inputs(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)[0]
-    module = backends.resolve(backend, context.device, context.dtype)
-    with torch.autocast(context.device.type, enabled=False):
-        if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
-            return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
-        return module.gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, deterministic,
-                          recompute)
-
-
-__all__ = ["gla", "gla_reference", "available_backends", "check_gla_inputs"]
+__all__ = ["gla_reference", "gla_split", "available_backends", "choose_backend", "BackendUnavailableError"]

@@ -39,7 +39,7 @@ class FaceClassifier:
         self.classes = [str(c) for c in ckpt["class_names"]]
         self.device = resolve_device(device, DistInfo())
         if backend is not None:
-            from glamor_fast.ops.backends import choose_backend
+            from glamor_fast.ops.registry import choose_backend
 
             try:  # checked now: the model would only find out at its first forward pass
                 choose_backend(backend, self.device, torch.float32)

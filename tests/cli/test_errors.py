@@ -93,7 +93,7 @@ def test_an_unavailable_backend_is_reported_like_an_unknown_one():
     """Callers that catch ValueError for --backend foo also catch an unavailable --backend triton."""
     import torch
 
-    from glamor_fast.ops.backends import BackendUnavailableError, choose_backend
+    from glamor_fast.ops.registry import BackendUnavailableError, choose_backend
 
     assert issubclass(BackendUnavailableError, ValueError) and issubclass(BackendUnavailableError, RuntimeError)
     with pytest.raises(ValueError, match="backend 'cuda' is not available for cpu"):

@@ -101,9 +101,9 @@ def test_deterministic():
 
 @requires_cuda
 def test_auto_picks_cudnn_on_cuda():
-    from glamor_fast.ops.bn_relu_pool import resolve_backend
+    from glamor_fast.ops.registry import choose_backend
 
-    assert resolve_backend("auto", torch.zeros(2, 3, 4, 4, device="cuda")) == "reference"
+    assert choose_backend("auto", torch.device("cuda"), torch.float32, op="bn_relu_pool") == "reference"
 
 
 @requires_cuda

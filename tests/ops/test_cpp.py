@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glamor_fast.ops import _ext, gla, gla_reference
+from glamor_fast.ops import gla_reference
+from glamor_fast.ops.gla import gla
+from glamor_fast.ops import extension as _ext
+from glamor_fast.ops.gla import compiled
 from tests.helpers import make_gla_inputs
 
 
@@ -271,23 +274,23 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_backend_availability_messages(monkeypatch):
-    from glamor_fast.ops import backends, cpp_backend, cuda_backend
+    from glamor_fast.ops import registry
 
-    assert cpp_backend.unavailable_reason(torch.device("cpu"), torch.float32) is None
-    assert "CPU tensors" in cpp_backend.unavailable_reason(torch.device("cuda"), torch.float32)
+    assert compiled.cpp_unavailable_reason(torch.device("cpu"), torch.float32) is None
+    assert "CPU tensors" in compiled.cpp_unavailable_reason(torch.device("cuda"), torch.float32)
     if not torch.cuda.is_available():
-        reason = cuda_backend.unavailable_reason(torch.device("cuda"), torch.float32)
+        reason = compiled.cuda_unavailable_reason(torch.device("cuda"), torch.float32)
         assert reason is not None and ("without CUDA" in reason or "no CUDA device" in reason)
     monkeypatch.setattr(_ext, "_LOAD_ERROR", "the compiled extension glamor_fast._C cannot be imported (x); "
                         + _ext.BUILD_HINT)
     with pytest.raises(RuntimeError, match=r"pip install --no-build-isolation -e \."):
-        backends.resolve("cpp", torch.device("cpu"), torch.float32)
+        registry.choose_backend("cpp", torch.device("cpu"), torch.float32)
 
 
 def test_auto_picks_cpp_on_cpu():
-    from glamor_fast.ops import backends, cpp_backend
+    from glamor_fast.ops import registry
 
-    assert backends.resolve("auto", torch.device("cpu"), torch.float32) is cpp_backend
+    assert registry.choose_backend("auto", torch.device("cpu"), torch.float32) == "cpp"
 
 
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
@@ -421,19 +424,21 @@ def test_exact_zero_gradients_stay_exactly_zero(name, dtype, fn, two_threads):
 
 
 def test_hidden_saved_only_when_a_backward_follows():
-    from glamor_fast.ops._ext import save_hidden
+    from glamor_fast.ops.gla.contract import save_hidden
 
+    cpp = (True, "cpp")
     x = make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, requires_grad=True)
-    assert save_hidden(None, *x[:6])
-    assert not save_hidden(True, *x[:6])
+    assert save_hidden(None, *cpp, *x[:6])
+    assert not save_hidden(True, *cpp, *x[:6])
     with torch.no_grad():
-        assert not save_hidden(None, *x[:6])
+        assert not save_hidden(None, *cpp, *x[:6])
     big = make_gla_inputs(B=1, Df=3, Dc=4, H=1, W=1, Hd=3, requires_grad=True)
     big[1] = torch.empty(64, 4, 256, 256, dtype=torch.float64, requires_grad=True)  # 4 GB hidden
     big[2] = torch.empty(4096, 3 + 4, dtype=torch.float64)
-    assert not save_hidden(None, *big[:6]) and save_hidden(False, *big[:6])
+    assert not save_hidden(None, *cpp, *big[:6]) and save_hidden(False, *cpp, *big[:6])
+    assert not save_hidden(None, False, "cuda", *x[:6])  # the GPU kernels always recompute
     with pytest.raises(ValueError, match="recompute=False .* cpp backend only"):
-        save_hidden(False, x[0], x[1].to("meta"), *x[2:6])
+        save_hidden(False, False, "cuda", *x[:6])
 
 
 @pytest.mark.parametrize("fn", [cpp_recomputed, cpp_saved], ids=["recompute", "saved"])

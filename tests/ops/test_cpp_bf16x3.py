@@ -12,7 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glamor_fast.ops import _ext, gla, gla_reference
+from glamor_fast.ops import gla_reference
+from glamor_fast.ops.gla import gla
+from glamor_fast.ops import extension as _ext
+from glamor_fast.ops.gla import compiled
 from tests.helpers import make_gla_inputs
 
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glamor_fast.ops import _ext, gla, gla_reference
+from glamor_fast.ops import gla_reference
+from glamor_fast.ops.gla import gla
+from glamor_fast.ops import extension as _ext
+from glamor_fast.ops.gla import compiled
 from tests.conftest import GPU_MARKS
 from tests.helpers import make_gla_inputs
 from tests.ops.test_cpp import GRID, _exact_zero_cases, _max_err, _run, _sliced, assert_exact_zero_grads
@@ -20,7 +23,7 @@ pytestmark = GPU_MARKS
 def _cuda_kernels_built():
     if _ext.load_error() is not None:
         pytest.fail(f"glamor_fast._C is not importable: {_ext.load_error()}")
-    if not _ext.has_kernel("CUDA"):
+    if _ext.kernel_missing("gla_forward", "CUDA") is not None:
         pytest.fail("glamor_fast._C has no CUDA kernels: rebuild with a CUDA build of torch "
                     "and nvcc on the PATH (`pip install --no-build-isolation -e .`)")
     yield

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from glamor_fast import available_backends, gla, gla_reference
-from glamor_fast.ops import backends
+from glamor_fast.ops import registry as backends
 from tests.helpers import make_gla_inputs
 
 
@@ -44,7 +44,7 @@ def test_auto_logs_its_choice_once(caplog, monkeypatch):
 
 def test_auto_on_the_cpu_by_dtype():
     """cpp for float32 / float64 / float16; PyTorch's own bfloat16 kernels (the reference) for
-    bfloat16, which cpp would compute in float32 (measured slower: backends.AUTO_PREFERENCE_BY_DTYPE)."""
+    bfloat16, which cpp would compute in float32 (measured slower: registry.AUTO_POLICY_BY_DTYPE)."""
     cpu = torch.device("cpu")
     for dtype in (torch.float32, torch.float64, torch.float16):
         assert backends.choose_backend("auto", cpu, dtype) == "cpp", dtype
@@ -161,8 +161,6 @@ def test_double_backward_through_every_fused_backend(name, device):
 
 def test_recompute_policy_is_passed_through_and_refused_where_unsupported(monkeypatch):
     from glamor_fast.models import GlobalLocalAttention
-    from glamor_fast.ops import _ext
-
     seen = []
     real = torch.ops.glamor_fast.gla_forward
 
@@ -171,7 +169,7 @@ def test_recompute_policy_is_passed_through_and_refused_where_unsupported(monkey
             seen.append(args[-1])
             return real(*args)
 
-    monkeypatch.setattr(_ext.torch.ops.glamor_fast, "gla_forward", Spy(), raising=False)
+    monkeypatch.setattr(torch.ops.glamor_fast, "gla_forward", Spy(), raising=False)
     mod = GlobalLocalAttention(8, 6, 5, backend="cpp", recompute=False).double()
     face, ctx = torch.randn(2, 8, dtype=torch.float64), torch.randn(2, 6, 3, 4, dtype=torch.float64)
     with torch.no_grad():
@@ -190,14 +188,14 @@ def test_recompute_policy_is_passed_through_and_refused_where_unsupported(monkey
 def test_choose_for_compile_is_marked_as_torch_compiler_would():
     """backends marks _choose_for_compile constant by hand (importing torch._dynamo for the
     decorator cost a second of start-up): the mark must be what torch.compiler sets."""
-    from glamor_fast.ops import backends
+    from glamor_fast.ops import registry as backends
 
     def probe():
         return None
 
     marked = torch.compiler.assume_constant_result(probe)
     names = {k for k in vars(marked) if "dynamo" in k}
-    assert names and all(getattr(backends._choose_for_compile, k, None) == v for k, v in vars(marked).items())
+    assert names and all(getattr(backends.choose_for_compile, k, None) == v for k, v in vars(marked).items())
 
 
 def test_import_does_not_load_dynamo():

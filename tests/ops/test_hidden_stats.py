@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import glamor_fast.ops.hidden_stats as hs
+import glamor_fast.ops.gla.hidden_stats as hs
 from bench.timing import cpu_peak_extra_bytes
 from glamor_fast.models.attention import GlobalLocalAttention
-from glamor_fast.ops.hidden_stats import gla_hidden_stats
+from glamor_fast.ops.gla.hidden_stats import gla_hidden_stats
 
 
 def _inputs(B, Df, Dc, H, W, Hd, dtype=torch.float64, seed=0):

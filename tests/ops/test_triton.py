@@ -23,12 +23,14 @@ import os
 import pytest
 import torch
 
-from glamor_fast.ops import gla, gla_reference
+from glamor_fast.ops import gla_reference
+from glamor_fast.ops.gla import gla
 from tests.conftest import requires_cuda
 from tests.helpers import make_gla_inputs
 
-triton_backend = pytest.importorskip("glamor_fast.ops.triton_backend")
+triton_backend = pytest.importorskip("glamor_fast.ops.gla.triton")
 kernels = triton_backend._load_kernels()
+GLA_FORWARD = torch.ops.glamor_fast.gla_forward_triton
 
 CPU_RUNS = triton_backend.unavailable_reason(torch.device("cpu"), torch.float32) is None
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -92,12 +94,12 @@ def _rounding_scales(inputs64, gp, ga):
     return {k: v.abs().max().item() for k, v in scales.items()}
 
 
-def _triton(deterministic=True):
-    return lambda *x: gla(*x, backend="triton", deterministic=deterministic)
+def _triton():
+    return lambda *x: gla(*x, backend="triton")
 
 
 def _check(inputs64, dtype=torch.float32, device=DEVICE, with_grad=None, attn_grad=True,
-           pooled_grad=True, deterministic=True, context_transform=None):
+           pooled_grad=True, context_transform=None):
     """Forward and every requested gradient of the Triton backend against the reference."""
     B, Dc = inputs64[1].shape[:2]
     N = inputs64[1].shape[2] * inputs64[1].shape[3]
@@ -111,7 +113,7 @@ def _check(inputs64, dtype=torch.float32, device=DEVICE, with_grad=None, attn_gr
     if context_transform is not None:  # a layout .to() would not keep (e.g. a strided slice)
         dev_inputs[1] = context_transform(dev_inputs[1].detach()).requires_grad_(dev_inputs[1].requires_grad)
         assert dev_inputs[1].is_leaf and not dev_inputs[1].is_contiguous()
-    out, grads = _run(_triton(deterministic), dev_inputs, gp_dev, ga_dev)
+    out, grads = _run(_triton(), dev_inputs, gp_dev, ga_dev)
     eps = torch.finfo(dtype).eps
     cond = _rounding_scales(inputs64, torch.zeros(B, Dc, dtype=torch.float64) if gp is None else gp, ga)
     pairs = list(zip(("pooled", "attn"), out, low_out, ref_out)) + list(zip(NAMES, grads, low_grads, ref_grads))
@@ -219,14 +221,10 @@ def test_deterministic_gradients_are_bitwise_reproducible():
     inputs = make_gla_inputs(B=3, Df=5, Dc=7, H=5, W=5, Hd=20, folded_bn=True)
     gp = torch.randn(3, 7, dtype=torch.float64)
     ga = torch.randn(3, 5, 5, dtype=torch.float64)
-    runs = [_run(_triton(True), _as(inputs, torch.float32, DEVICE), gp.to(DEVICE), ga.to(DEVICE))
+    runs = [_run(_triton(), _as(inputs, torch.float32, DEVICE), gp.to(DEVICE), ga.to(DEVICE))
             for _ in range(2)]
     for a, b in zip(runs[0][0] + runs[0][1], runs[1][0] + runs[1][1]):
         assert torch.equal(a, b)
-
-
-def test_non_deterministic_atomics_match_reference():
-    _check(make_gla_inputs(B=3, Df=5, Dc=7, H=3, W=5, Hd=20, folded_bn=True), deterministic=False)
 
 
 @pytest.mark.parametrize("splits", [3, 2, 5])
@@ -234,23 +232,22 @@ def test_cell_splits(splits):
     """The split/merge forward and the split backward (defaults use 1 split on CPU)."""
     x64 = make_gla_inputs(B=2, Df=5, Dc=7, H=4, W=7, Hd=20, folded_bn=True, requires_grad=True)
     x = [t.detach().float().to(DEVICE) for t in x64]
-    outs = kernels.gla_forward(*x, num_splits=splits)
-    pooled, attn, lse, probs, u = outs
+    outs = triton_backend.gla_forward(*x, num_splits=splits)
+    pooled, attn, lse, hidden = outs
+    assert hidden.shape == (0,)
     # a custom op's outputs may not share storage (the split path once returned attn = probs)
-    ptrs = [t.untyped_storage().data_ptr() for t in outs]
+    ptrs = [t.untyped_storage().data_ptr() for t in outs[:3]]
     assert len(set(ptrs)) == len(ptrs)
     rp, ra = gla_reference(*x64)
     gp, ga = torch.randn_like(rp), torch.randn_like(ra)
     ((rp * gp).sum() + (ra * ga).sum()).backward()
     torch.testing.assert_close(pooled.cpu().double(), rp.detach(), rtol=0, atol=1e-5)
     torch.testing.assert_close(attn.cpu().double(), ra.detach(), rtol=0, atol=1e-5)
-    # the merge of the splits: the saved fp32 softmax is the output's, and lse its normaliser
-    torch.testing.assert_close(probs.view_as(attn), attn)
+    # the merge of the splits: lse is the softmax's normaliser
     torch.testing.assert_close(lse.cpu().double(), torch.logsumexp(
         torch.log(ra.detach().flatten(1)) + lse.cpu().double()[:, None], dim=1), rtol=0, atol=1e-5)
-    grads = kernels.gla_backward(gp.float().to(DEVICE), ga.float().to(DEVICE), x[0], x[1], x[2], x[4],
-                                 x[6], x[7], lse, probs, u, [True] * 7, True,
-                                 num_splits=splits)
+    grads = triton_backend.gla_backward(gp.float().to(DEVICE), ga.float().to(DEVICE), torch.zeros_like(lse),
+                                        *x, pooled, attn, lse, None, [True] * 8, num_splits=splits)
     for name, g, t in zip(NAMES, grads, x64):
         # float32 kernel against float64: 1e-5 absolute is ~100 fp32 ulps at these O(1) values.
         torch.testing.assert_close(g.cpu().double(), t.grad, rtol=0, atol=1e-5, msg=name)
@@ -269,18 +266,17 @@ def test_half_precision_inputs(dtype, bn):
 def test_opcheck_forward_op(bn):
     x = [None if t is None else t.float().to(DEVICE).requires_grad_()
          for t in make_gla_inputs(B=2, Df=5, Dc=6, H=3, W=4, Hd=9, folded_bn=bn)]
-    torch.library.opcheck(torch.ops.glamor_fast.gla_triton_fwd, (*x, True))
+    torch.library.opcheck(GLA_FORWARD, (*x, False))
 
 
 def test_opcheck_backward_op():
     x = [t.float().to(DEVICE) for t in make_gla_inputs(B=2, Df=5, Dc=6, H=3, W=4, Hd=9, folded_bn=True)]
-    _, _, lse, scores, u = torch.ops.glamor_fast.gla_triton_fwd(*x, True)
+    pooled, attn, lse, hidden = GLA_FORWARD(*x, False)
     gp = torch.randn(2, 6, device=DEVICE)
     ga = torch.randn(2, 3, 4, device=DEVICE)
-    for needs in ([True] * 7, [False, True, False, False, True, False, False]):
-        torch.library.opcheck(torch.ops.glamor_fast.gla_triton_bwd,
-                              (gp, ga, torch.randn_like(lse), x[0], x[1], x[2], x[4], x[6], x[7], lse, scores, u,
-                               needs, True),
+    for needs in ([True] * 8, [False, True, False, False, True, False, False, False]):
+        torch.library.opcheck(torch.ops.glamor_fast.gla_backward_triton,
+                              (gp, ga, torch.randn_like(lse), *x, pooled, attn, lse, None, needs),
                               test_utils=("test_schema", "test_faketensor"))
 
 
@@ -297,7 +293,7 @@ def test_grad_lse_matches_autograd_of_logsumexp():
     ref_p, ref_a = gla_reference(*xr)
     gl = torch.randn(2, dtype=torch.float64)
     for with_outputs in (False, True):
-        pooled, attn, lse, _, _ = torch.ops.glamor_fast.gla_triton_fwd(*x, True)
+        pooled, attn, lse, _ = GLA_FORWARD(*x, False)
         torch.testing.assert_close(lse.cpu().double(), ref_lse.detach(), rtol=1e-5, atol=1e-5)
         loss = (lse * gl.float().to(DEVICE)).sum()
         ref_loss = (ref_lse * gl).sum()
@@ -388,14 +384,13 @@ def test_gpu_grid(case, dtype):
 
 
 @requires_cuda
-def test_gpu_deterministic_bitwise_and_atomics_close():
+def test_gpu_gradients_are_bitwise_reproducible():
     inputs = make_gla_inputs(B=64, Df=256, Dc=256, H=7, W=7, Hd=128, folded_bn=True)
     gp = torch.randn(64, 256, dtype=torch.float64, device="cuda")
     ga = torch.randn(64, 7, 7, dtype=torch.float64, device="cuda")
-    runs = [_run(_triton(True), _as(inputs, torch.float32, "cuda"), gp, ga) for _ in range(2)]
+    runs = [_run(_triton(), _as(inputs, torch.float32, "cuda"), gp, ga) for _ in range(2)]
     for a, b in zip(runs[0][0] + runs[0][1], runs[1][0] + runs[1][1]):
         assert torch.equal(a, b)
-    _check(inputs, device="cuda", deterministic=False)
 
 
 @requires_cuda
@@ -471,7 +466,7 @@ import os, re, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from glamor_fast.ops import triton_backend
+from glamor_fast.ops.gla import triton as triton_backend
 K = triton_backend._load_kernels()
 assert not K.INTERPRET
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -551,3 +546,16 @@ def test_exact_zero_gradients_stay_exactly_zero(name):
     for i, what in ((0, "face"), (2, "w1"), (3, "b1"), (4, "w2")):
         assert (rg[i] == 0).all(), f"PyTorch's {what} gradient is exactly 0 here"
         assert (g[i] == 0).all(), f"grad {what}: max |g| = {g[i].abs().max().item():.3g}, not exactly 0"
+
+
+def test_triton_ops_have_the_compiled_ops_schema():
+    """One contract: the Triton ops take and return exactly what glamor_fast::gla_forward /
+    gla_backward (csrc) do, argument by argument and output by output."""
+    from glamor_fast.ops import extension
+
+    if extension.load_error() is not None:
+        pytest.fail(extension.load_error())
+    for compiled, fused in (("gla_forward", "gla_forward_triton"), ("gla_backward", "gla_backward_triton")):
+        a = getattr(torch.ops.glamor_fast, compiled).default._schema
+        b = getattr(torch.ops.glamor_fast, fused).default._schema
+        assert str(a).split("(", 1)[1] == str(b).split("(", 1)[1], (a, b)

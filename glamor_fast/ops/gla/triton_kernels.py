@@ -1,6 +1,6 @@
-"""Fused Global-Local Attention (GLA) in Triton: forward, recomputing backward, host wrappers.
+"""Fused Global-Local Attention (GLA) in Triton: the @triton.jit kernels (``triton.py`` launches them).
 
-Maths (per batch element b; see /work/shared/design/gla-math.md). Face vector f (Df), context
+Maths (per batch element b; docs/gla.md has the derivation). Face vector f (Df), context
 cells v_i (Dc), i < N = H*W, W1 = [W1f | W1c] (Hd, Df + Dc), optional gamma/beta (Hd,) =
 ``hidden_scale`` / ``hidden_shift`` (a BatchNorm folded into the hidden layer):
 
@@ -14,8 +14,8 @@ in tiles of BLOCK_N, walking Dc in BLOCK_K slices with the whole hidden layer in
 (BLOCK_H = next pow2 >= Hd), keeps the running max m and sum l, then re-reads the cells and
 pools them with weights exp(s - m). With one split it writes lse, pooled, attn and the fp32
 softmax a = exp(s - m) / l itself; with S splits the host merges (m, l, acc) (a (B, S, Dc)
-reduction). Nothing of size (B, N, Df + Dc) or (B, N, Hd) is written by the forward: it saves
-a (B, N) fp32, lse (B,) fp32 and u (B, Hd) fp32 for the backward.
+reduction). Nothing of size (B, N, Df + Dc) or (B, N, Hd) is written by the forward; the
+backward reads the op's saved outputs attn and lse and recomputes u (B, Hd).
 
 Backward, given gp = dL/dp (B, Dc) and ga = dL/da (B, N):
 
@@ -31,7 +31,7 @@ Backward, given gp = dL/dp (B, Dc) and ga = dL/da (B, N):
 
 _gla_bwd_kernel runs one program per (b, cell split); the per-hidden-unit sums stay in
 registers and each program writes its own row of partials, which the host sums in a fixed
-order: the backward is bitwise reproducible (``deterministic`` changes nothing). dz lives in a
+order: the backward is bitwise reproducible. dz lives in a
 (B*N, Hd) workspace (fp32 for fp32 inputs) for the duration of the backward only.
 
 Launch settings: ``triton.autotune`` keyed on (N, Dc, Hd) (and the dtypes) over short tile lists
@@ -293,7 +293,7 @@ def _gla_fwd_kernel(
 @triton.jit
 def _gla_delta_kernel(
     ctx_ptr,      # (B, Dc, H, W) input dtype, strides (s_cb, s_cc, s_ch, s_cw)
-    probs_ptr,    # (B, N) fp32 contiguous: the saved fp32 softmax a
+    probs_ptr,    # (B, N) contiguous, the inputs' dtype: the saved softmax a (attn)
     gp_ptr,       # (B, Dc) fp32 contiguous: grad of pooled
     ga_ptr,       # (B, N) fp32 contiguous: grad of attn (unused unless HAS_GA)
     g_ptr,        # (B, N) fp32 contiguous, out: g_i = gp . v_i + ga_i
@@ -323,7 +323,7 @@ def _gla_delta_kernel(
         if HAS_GA:
             g += tl.load(ga_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
         tl.store(g_ptr + b.to(tl.int64) * N + offs_n, g, mask=mask_n)
-        d += tl.load(probs_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0) * g
+        d += tl.load(probs_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32) * g
     tl.store(delta_ptr + b, tl.sum(d, axis=0))
 
 
@@ -333,11 +333,11 @@ def _gla_delta_kernel(
 def _gla_bwd_kernel(
     ctx_ptr,      # (B, Dc, H, W) input dtype, strides (s_cb, s_cc, s_ch, s_cw)
     w1_ptr,       # (Hd, Df + Dc) input dtype, strides (s_w1h, s_w1k)
-    u_ptr,        # (B, Hd) fp32 contiguous, saved by the forward
+    u_ptr,        # (B, Hd) fp32 contiguous, recomputed by _gla_face_proj_kernel
     w2_ptr,       # (Hd,) input dtype, contiguous
     scale_ptr,    # (Hd,) input dtype, contiguous (unused unless HAS_BN)
     shift_ptr,    # (Hd,) input dtype, contiguous (unused unless HAS_BN)
-    probs_ptr,    # (B, N) fp32 contiguous: the saved fp32 softmax a
+    probs_ptr,    # (B, N) contiguous, the inputs' dtype: the saved softmax a (attn)
     g_ptr,        # (B, N) fp32 contiguous: gp . v_i + ga_i (_gla_delta_kernel)
     delta_ptr,    # (B,) fp32: sum_i a_i g_i (_gla_delta_kernel)
     dz_ptr,       # (B * N, Hd) dz dtype contiguous, out (if NEED_DZ): dW1c = dz^T V, dV = a gp + dz W1c
@@ -377,7 +377,7 @@ def _gla_bwd_kernel(
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mask_n = offs_n < end
-        a = tl.load(probs_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
+        a = tl.load(probs_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         g = tl.load(g_ptr + b.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
         ds = a * (g - delta)
         z = _preactivation(ctx_b, offs_n, mask_n, w1_ptr, u_b, offs_h, mask_h, Df, DC, W,
@@ -406,197 +406,3 @@ def _gla_bwd_kernel(
     if NEED_DBN:
         tl.store(dscale_ptr + row, dscale, mask=mask_h)
         tl.store(dshift_ptr + row, dshift, mask=mask_h)
-
-
-# --------------------------------------------------------------------------------------------
-# Host wrappers
-# --------------------------------------------------------------------------------------------
-def _input_precision(dtype: torch.dtype) -> str:
-    """For fp32 tiles: "ieee" (exact fp32) unless PyTorch itself may use tf32 for fp32 matmuls
-    (torch.set_float32_matmul_precision("high"/"medium")), then "tf32". 16-bit tiles take the
-    native tensor-core path whatever this says (Triton's default, "tf32", is passed)."""
-    if INTERPRET:
-        return "ieee"
-    if dtype != torch.float32:
-        return "tf32"
-    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
-
-
-def _on_device(device: torch.device):
-    """Triton launches on the current CUDA device: make it the tensors' one."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _block_h(hd: int) -> int:
-    if hd > MAX_HIDDEN:
-        raise ValueError(f"backend 'triton': hidden_dim {hd} > {MAX_HIDDEN} is not supported (a tile holds "
-                         f"the whole hidden layer); use backend 'cuda' or 'reference'")
-    return max(16, triton.next_power_of_2(hd))
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1
-
-
-def _cell_splits(B: int, N: int, device: torch.device, num_splits: Optional[int]) -> tuple[int, int]:
-    """(S, cells per split): split a batch element over S programs when B alone cannot fill the
-    GPU; never more splits than cells, never an empty split."""
-    if num_splits is None:
-        num_splits = 1 if device.type != "cuda" else max(1, min(-(-2 * _num_sms(device) // B), -(-N // 256)))
-    num_splits = max(1, min(int(num_splits), N))
-    per_split = -(-N // num_splits)
-    return -(-N // per_split), per_split
-
-
-def gla_forward(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=None,
-                num_splits: Optional[int] = None):
-    """Fused GLA forward. Inputs as in ``gla_reference`` (already validated, one dtype/device).
-
-    Returns ``(pooled (B, Dc) input dtype, attn (B, H, W) input dtype, lse (B,) fp32,
-    scores (B, N) fp32, u (B, Hd) fp32)``; lse, scores and u are what the
-    backward needs.
-    """
-    B, Df = face.shape
-    _, Dc, H, W = context.shape
-    Hd = w1.shape[0]
-    N = H * W
-    dev, dtype = context.device, context.dtype
-    f32 = dict(device=dev, dtype=torch.float32)
-    block_h = _block_h(Hd)
-    b1 = b1.contiguous()
-    w2 = w2.contiguous()
-    has_bn = hidden_scale is not None
-    scale = hidden_scale.contiguous() if has_bn else w2
-    shift = hidden_shift.contiguous() if has_bn else w2
-
-    u = torch.empty(B, Hd, **f32)
-    S, per_split = _cell_splits(B, N, dev, num_splits)
-    final = S == 1
-    scores = torch.empty(B, N, **f32)
-    m = torch.empty(B, S, **f32)
-    l = torch.empty(B, S, **f32)
-    acc = torch.empty(B if not final else 1, S, Dc, **f32)
-    lse = torch.empty(B, **f32)
-    pooled = torch.empty(B, Dc, device=dev, dtype=dtype)
-    attn = torch.empty(B, H, W, device=dev, dtype=dtype)
-    with _on_device(dev):
-        _gla_face_proj_kernel[(B, triton.cdiv(Hd, 32))](
-            face, w1, b1, u, Df, Hd, face.stride(0), face.stride(1), w1.stride(0), w1.stride(1),
-            BLOCK_H=32, BLOCK_F=64)
-        _gla_fwd_kernel[(B, S)](
-            context, w1, u, w2, b2.reshape(1), scale, shift, scores, m, l, acc,
-            lse, pooled, attn,
-            Df, N, W, Dc, Hd, per_split, S,
-            *context.stride(), w1.stride(0), w1.stride(1),
-            HAS_BN=has_bn, FINAL=final, DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype),
-            BLOCK_H=block_h)
-    if not final:  # merge the cell splits
-        m_max = m.amax(dim=1, keepdim=True)
-        weight = torch.exp(m - m_max)                               # (B, S)
-        l_tot = (weight * l).sum(dim=1)                             # (B,)
-        pooled = ((weight.unsqueeze(-1) * acc).sum(dim=1) / l_tot.unsqueeze(-1)).to(dtype)
-        lse = m_max.squeeze(1) + torch.log(l_tot)
-        scores = torch.exp(scores - m_max) / l_tot.unsqueeze(1)     # the fp32 softmax
-        attn = scores.to(dtype, copy=True).view(B, H, W)  # a custom op's outputs may not alias
-    return pooled, attn, lse, scores, u
-
-
-def _cells(context: torch.Tensor) -> torch.Tensor:
-    """(B, Dc, H, W) -> (B * H * W, Dc): a view for channels_last, one copy otherwise."""
-    B, Dc, H, W = context.shape
-    return context.permute(0, 2, 3, 1).reshape(B * H * W, Dc)
-
-
-def gla_backward(grad_pooled, grad_attn, face, context, w1, w2, hidden_scale, hidden_shift,
-                 lse, probs, u, needs: Sequence[bool], deterministic: bool = True,
-                 num_splits: Optional[int] = None, grad_lse=None):
-    """Fused GLA backward.
-
-    ``needs`` = (face, context, w1, b1, w2, b2, bn) booleans, as in ``ctx.needs_input_grad``
-    (bn covers hidden_scale and hidden_shift). ``grad_attn`` (B, H, W) and ``grad_lse`` (B,)
-    may be None; d lse / d s_i = a_i, so g_lse enters as delta - g_lse and db2 = sum_b g_lse.
-    Returns ``[dface, dcontext, dw1, db1, dw2, db2, dscale, dshift]``, None where not needed.
-    Every reduction runs in a fixed order, so the result is bitwise reproducible whatever
-    ``deterministic`` says. dW1c = dz^T V and dV = a gp^T + dz W1c are cuBLAS matmuls over a
-    (B * N, Hd) dz workspace (fp32 for fp32 inputs, else the inputs' dtype) that lives for the
-    duration of this call.
-    """
-    need_face, need_ctx, need_w1, need_b1, need_w2, need_b2, need_bn = (bool(x) for x in needs)
-    B, Df = face.shape
-    _, Dc, H, W = context.shape
-    Hd = w1.shape[0]
-    N = H * W
-    dev, dtype = context.device, context.dtype
-    f32 = dict(device=dev, dtype=torch.float32)
-    has_bn = hidden_scale is not None
-    need_bn = need_bn and has_bn
-    out = [None] * 8
-    if need_b2:  # softmax is shift invariant: only lse depends on b2
-        out[5] = (grad_lse.to(torch.float32).sum() if grad_lse is not None
-                  else torch.zeros((), dtype=torch.float32, device=dev)).to(dtype)
-    need_du = need_face or need_w1 or need_b1
-    if not (need_ctx or need_w1 or need_du or need_w2 or need_bn):
-        return out
-    block_h = _block_h(Hd)
-
-    gp = grad_pooled.to(torch.float32).contiguous()
-    has_ga = grad_attn is not None
-    ga = grad_attn.reshape(B, N).to(torch.float32).contiguous() if has_ga else gp  # gp: never read
-    g = torch.empty(B, N, **f32)
-    delta = torch.empty(B, **f32)
-
-    S, per_split = _cell_splits(B, N, dev, num_splits)
-    w2c = w2.contiguous()
-    scale = hidden_scale.contiguous() if has_bn else w2c
-    shift = hidden_shift.contiguous() if has_bn else w2c
-    du = torch.empty(B * S, Hd, **f32)
-    dw2 = torch.empty(B * S if need_w2 else 1, Hd, **f32)
-    dscale = torch.empty(B * S if need_bn else 1, Hd, **f32)
-    dshift = torch.empty(B * S if need_bn else 1, Hd, **f32)
-    dz_dtype = torch.float32 if dtype in (torch.float32, torch.float64) else dtype
-    need_dz = need_w1 or need_ctx
-    dz = torch.empty(B * N if need_dz else 1, Hd, device=dev, dtype=dz_dtype)
-    with _on_device(dev):
-        _gla_delta_kernel[(B,)](
-            context, probs, gp, ga, g, delta, N, W, Dc, Hd, *context.stride(),
-            HAS_GA=has_ga, BLOCK_H=block_h)
-        if grad_lse is not None:
-            delta -= grad_lse.reshape(B).to(torch.float32)
-        _gla_bwd_kernel[(B, S)](
-            context, w1, u, w2c, scale, shift, probs, g, delta,
-            dz, du, dw2, dscale, dshift,
-            Df, N, W, Dc, Hd, per_split, S,
-            *context.stride(), w1.stride(0), w1.stride(1),
-            HAS_BN=has_bn, NEED_DZ=need_dz, NEED_DW2=need_w2, NEED_DBN=need_bn,
-            DOT_FP32=INTERPRET, INPUT_PRECISION=_input_precision(dtype), BLOCK_H=block_h)
-
-    if need_ctx:
-        # dV = a gp^T + dz W1c, one (B*N, Hd) x (Hd, Dc) GEMM onto the rank-1 term, in the
-        # cells' (channels_last) order; NCHW and other layouts take one copy into place.
-        outer = (probs.unsqueeze(2) * gp.unsqueeze(1)).to(dz_dtype).view(B * N, Dc)
-        dcells = torch.addmm(outer, dz, w1[:, Df:].to(dz_dtype)).to(dtype)       # (B*N, Dc)
-        dctx = dcells.view(B, H, W, Dc).permute(0, 3, 1, 2)
-        like = torch.empty_like(context, memory_format=torch.preserve_format)
-        out[1] = dctx if dctx.stride() == like.stride() else like.copy_(dctx)
-    if need_du:
-        du_b = du.view(B, S, Hd).sum(dim=1)                          # (B, Hd)
-        if need_face:
-            out[0] = (du_b @ w1[:, :Df].to(torch.float32)).to(dtype)
-        if need_b1:
-            out[3] = du_b.sum(dim=0).to(dtype)
-    if need_w1:
-        dw1f = du_b.t() @ face.to(torch.float32)                      # (Hd, Df)
-        dw1c = dz.t() @ _cells(context).to(dz_dtype)                   # (Hd, Dc)
-        out[2] = torch.cat([dw1f, dw1c.to(torch.float32)], dim=1).to(dtype)
-    if need_w2:
-        out[4] = dw2.sum(dim=0).to(dtype)
-    if need_bn:
-        out[6] = dscale.sum(dim=0).to(dtype)
-        out[7] = dshift.sum(dim=0).to(dtype)
-    return out
-
-
-__all__ = ["gla_forward", "gla_backward", "INTERPRET", "MAX_HIDDEN",
-           "_gla_face_proj_kernel", "_gla_fwd_kernel", "_gla_delta_kernel", "_gla_bwd_kernel"]

@@ -11,7 +11,7 @@ Backward, given gmean, gvar (Hd):
 
 ``gla_hidden_stats(face, context, w1, b1) -> (mean, var)`` is a torch.library custom op (fake
 kernel, autograd, opcheck-tested). On the CPU it runs the compiled kernels of glamor_fast._C
-(``gla_hidden_stats_forward`` / ``_backward`` in csrc/cpu/gla_hidden_stats.cpp: the GLA op's tiles and GEMMs,
+(``gla_hidden_stats_forward`` / ``_backward`` in csrc/gla/cpu/hidden_stats.cpp: the GLA op's tiles and GEMMs,
 per-tile sums then float64); elsewhere (CUDA, or without the extension) a loop of torch matmuls
 over tiles of at most ``TILE_CELLS`` cells (whole batch elements; one element when N is larger).
 Both recompute each tile's hidden layer in the backward: the largest temporary is one tile's
@@ -21,26 +21,42 @@ of the GLA op's own recomputation; there is no Triton or CUDA kernel for it.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
+
+from ..extension import empty_like_layout, kernel_missing
+from ..registry import choose_for_compile
 
 TILE_CELLS = 1024  # cells per tile (rounded to whole batch elements, at least one)
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels_built() -> bool:
-    """Whether glamor_fast._C has the CPU kernels (looked up once; importing _ext loads _C, so
-    not at import time)."""
-    from ._ext import cpu_kernel_missing
+_CPP_REASON = kernel_missing("gla_hidden_stats_forward")  # fixed at import (torch.compile traces a constant)
 
-    return cpu_kernel_missing("gla_hidden_stats_forward") is None
+if _CPP_REASON is None:
+    @torch.library.register_fake("glamor_fast::gla_hidden_stats_forward")
+    def _stats_forward_fake(face, context, w1, b1):
+        return context.new_empty((w1.shape[0],)), context.new_empty((w1.shape[0],))
+
+    @torch.library.register_fake("glamor_fast::gla_hidden_stats_backward")
+    def _stats_backward_fake(grad_mean, grad_var, face, context, w1, b1, mean, need_context, need_w1c):
+        B, Dc = context.shape[:2]
+        Hd = w1.shape[0]
+        return (context.new_empty((B, Hd)), context.new_empty((Hd, Dc)),
+                empty_like_layout(context) if need_context else context.new_empty((0,)))
+
+
+def cpp_unavailable_reason(device: torch.device, dtype: torch.dtype) -> "str | None":
+    """None when the compiled statistics kernels run on tensors of this device and dtype."""
+    if _CPP_REASON is not None:
+        return _CPP_REASON
+    if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return f"the cpp statistics kernels run on CPU float32/float64 tensors, got {torch.device(device).type} {dtype}"
+    return None
 
 
 def _compiled(context: Tensor) -> bool:
     """Whether glamor_fast._C's CPU kernels take these inputs."""
-    return context.device.type == "cpu" and context.dtype in (torch.float32, torch.float64) and _kernels_built()
+    return choose_for_compile("auto", context.device, context.dtype, "gla_hidden_stats") == "cpp"
 
 
 def _tiles(B: int, N: int):

@@ -4,7 +4,7 @@ BatchNorm is folded into the conv (``optimize_for_inference``).
 Maths: y = maxpool2x2(relu(x)) = relu(maxpool2x2(x)), x (N, C, H, W) -> y (N, C, H//2, W//2),
 floored; a NaN in a window gives NaN. Output memory format follows x.
 
-``relu_pool(x)`` runs the ``cpp`` kernel (csrc/cpu/relu_pool.cpp: one read of x, one write of y,
+``relu_pool(x)`` runs the ``cpp`` kernel (csrc/relu_pool/: one read of x, one write of y,
 no indices) for CPU float32/float64 tensors that need no gradient; otherwise the literal
 ``F.max_pool2d(F.relu(x), 2)``: on CUDA (cuDNN's ops), for other dtypes, and whenever autograd
 records (the kernel keeps no argmax, so it has no backward). ``relu_pool_backend(x)`` says which.
@@ -17,14 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _ext
-from .bn_relu_pool import pooled_like
+from ..bn_relu_pool.autograd import pooled_like
+from ..extension import kernel_missing
+from ..registry import choose_for_compile
 
-
-_CPP_REASON = _ext.cpu_kernel_missing("relu_pool")  # fixed at import, so torch.compile traces the dispatch as a constant
+_CPP_REASON = kernel_missing("relu_pool")  # fixed at import, so torch.compile traces the dispatch as a constant
 
 if _CPP_REASON is None:
     torch.library.register_fake("glamor_fast::relu_pool")(pooled_like)
+
+
+def cpp_unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """None when the cpp kernel runs on tensors of this device and dtype (without autograd)."""
+    if _CPP_REASON is not None:
+        return _CPP_REASON
+    if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return f"the cpp relu_pool runs on CPU float32/float64 tensors, got {torch.device(device).type} {dtype}"
+    return None
 
 
 def relu_pool_reference(x: torch.Tensor) -> torch.Tensor:
@@ -32,11 +41,11 @@ def relu_pool_reference(x: torch.Tensor) -> torch.Tensor:
 
 
 def relu_pool_backend(x: torch.Tensor) -> str:
-    """"cpp" or "reference": what ``relu_pool(x)`` runs for this tensor in the current grad mode."""
-    if (_CPP_REASON is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not (x.requires_grad and torch.is_grad_enabled())):
-        return "cpp"
-    return "reference"
+    """"cpp" or "reference": what ``relu_pool(x)`` runs for this tensor in the current grad mode
+    (the kernel keeps no argmax, so a recording autograd gets the reference)."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return "reference"
+    return choose_for_compile("auto", x.device, x.dtype, "relu_pool")
 
 
 def relu_pool(x: torch.Tensor) -> torch.Tensor:

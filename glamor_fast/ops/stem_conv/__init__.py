@@ -6,7 +6,7 @@ weight (Cout, Cin, 3, 3), bias (Cout,) or None -> y (N, Cout, H//2, W//2) channe
 
 Why a kernel: with Cin = 3 each output is 27 multiply-adds, too few for oneDNN's blocked conv
 kernels (about 50 GFLOP/s against ~370 for the later layers on the 2-core Xeon), and the conv's
-full-size output is the network's largest tensor. csrc/cpu/stem_conv.cpp vectorises over Cout and
+full-size output is the network's largest tensor. csrc/stem_conv/ vectorises over Cout and
 writes only the pooled quarter.
 
 ``Conv3x3ReLUPool2d`` is an nn.Conv2d (same parameters and state_dict keys) whose forward is the
@@ -16,14 +16,17 @@ when autograd is not recording; otherwise the literal conv2d -> relu -> max_pool
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _ext
-from .relu_pool import relu_pool
+from ..extension import kernel_missing
+from ..registry import choose_for_compile
+from ..relu_pool import relu_pool
 
-_CPP_REASON = _ext.cpu_kernel_missing("stem_conv_relu_pool")  # fixed at import (torch.compile)
+_CPP_REASON = kernel_missing("stem_conv_relu_pool")  # fixed at import (torch.compile)
 
 if _CPP_REASON is None:
     @torch.library.register_fake("glamor_fast::stem_conv_relu_pool")
@@ -31,6 +34,15 @@ if _CPP_REASON is None:
         N, _, H, W = x.shape
         return torch.empty((N, weight.shape[0], H // 2, W // 2), dtype=x.dtype, device=x.device,
                            memory_format=torch.channels_last)
+
+
+def cpp_unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """None when the cpp kernel runs on tensors of this device and dtype (without autograd)."""
+    if _CPP_REASON is not None:
+        return _CPP_REASON
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
+        return f"the cpp stem conv runs on CPU float32 tensors, got {torch.device(device).type} {dtype}"
+    return None
 
 
 def conv_fits(conv: nn.Conv2d) -> bool:
@@ -57,10 +69,9 @@ class Conv3x3ReLUPool2d(nn.Conv2d):
     def stem_backend(self, x: torch.Tensor) -> str:
         """"cpp" or "reference": what ``forward(x)`` runs for this input in the current grad mode."""
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        if (_CPP_REASON is None and not grad and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and x.dim() == 4 and x.shape[1] == self.in_channels):
-            return "cpp"
-        return "reference"
+        if grad or self.weight.dtype != x.dtype or x.dim() != 4 or x.shape[1] != self.in_channels:
+            return "reference"
+        return choose_for_compile("auto", x.device, x.dtype, "stem_conv")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # unbatched (Cin, H, W), as nn.Conv2d accepts

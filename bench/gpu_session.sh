@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine session: build the CUDA extension, run the GPU tests, the GLA op benchmark
-# and the model benchmark on CUDA. Logs and JSON go to $OUT (default ./gpu_out).
+# and the model benchmark on CUDA, then look inside the GLA op at one shape (bench.gla --probe)
+# and the encoder block (bench.block --profile). Logs and JSON go to $OUT (default ./gpu_out).
 #   bash bench/gpu_session.sh [pytest args...]
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -20,4 +21,6 @@ GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST2_S:-120} python3 -m pytest -q -p no:c
   tests/ops/test_triton.py -k "exact_zero or grad_lse" 2>&1 | tee "$OUT/pytest_gpu_extra.log" | tail -15
 timeout ${MODEL_S:-150} python3 -m bench.model --device cuda --quick --json "$OUT/model_cuda.json" 2>&1 | tee "$OUT/bench_model.log" | tail -30
 timeout ${GLA_S:-150} python3 -m bench.gla --device cuda --quick --json "$OUT/gla_cuda.json" 2>&1 | tee "$OUT/bench_gla.log" | tail -40
+timeout ${PROBE_S:-120} python3 -m bench.gla --probe 2>&1 | tee "$OUT/gla_probe.log" | tail -60
+timeout ${PROFILE_S:-90} python3 -m bench.block --profile 2>&1 | tee "$OUT/block_profile.log" | tail -40
 echo "session: $(( $(date +%s) - t0 )) s"

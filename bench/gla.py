@@ -412,7 +412,7 @@ def probe(args: argparse.Namespace) -> int:
         op = make_op(name)
         pooled, attn = op(*x)
         got = [pooled, attn, *torch.autograd.grad((pooled, attn), x, (gp, ga))]
-        errs = {k: float((g.double() - e).norm() / e.norm().clamp_min(1e-30))
+        errs = {k: float((g.detach().double() - e.detach()).norm() / e.detach().norm().clamp_min(1e-30))
                 for k, g, e in zip(labels, got, expected) if k != "db2"}  # db2 is 0: softmax is shift invariant
 
         def fwd():

@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root)
     if not root.exists() and args.make:
-        from .frames import write_frames_tree
+        from glamor_fast.data.sample_frames import write_frames_tree
 
         write_frames_tree(root, {"train": args.make})
     if not (root / "train").is_dir():

@@ -3,6 +3,8 @@
     python -m bench.gla [--suite paper|resnet|hires|scaling|tiny|all] [--quick]
                         [--device cpu|cuda|all] [--backends eager compile split ... cpp ...]
                         [--json PATH] [--threads N] [--rounds R]
+    python -m bench.gla --probe [--probe-shape B HW] [--probe-dtype float32|bfloat16|float16]
+                        [--backends ...]           (CUDA only)
 
 For each case (bench/suites.py) and backend it measures, in one run:
   fwd     the forward under torch.no_grad()
@@ -26,6 +28,13 @@ one ``available_backends(device)`` lists ("triton" on the CPU is the interpreter
 left out there unless named in --backends).
 Speed-ups are t_baseline / t_backend (above 1 means faster); "best" is the baseline with the
 lowest median time for that case and mode: the bars are judged against it.
+
+--probe (CUDA only) looks inside one shape instead of running the suites: Df = Dc = 256,
+Hd = 128, B and the map side from --probe-shape (default the paper's B=256, 7x7). For each backend
+(default: split, eager and the available fused GPU backends) it prints the relative errors of
+the outputs and input gradients against the reference in float64, the CUDA-event median of 50
+calls of fwd and of fwd+bwd, and torch.profiler's table of the kernels with the most GPU time
+over 3 fwd+bwd calls (divide by 3 for one call).
 """
 from __future__ import annotations
 
@@ -45,6 +54,7 @@ from glamor_fast.ops.registry import BACKENDS, available_backends, unavailable_r
 
 BACKEND_NAMES = tuple(BACKENDS["gla"])
 
+from .gpu_kernels import event_median_ms, kernel_table, require_cuda
 from .machine import machine_info
 from .roofline import fraction, measure_limits
 from .suites import SUITES, Case, get_cases
@@ -72,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (fixed for the run)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved timing rounds (default 5): each times every backend once")
+    parser.add_argument("--probe", action="store_true",
+                        help="CUDA only: one shape, per backend its errors against float64, event-timed "
+                             "fwd and fwd+bwd, and the kernels with the most GPU time (see above)")
+    parser.add_argument("--probe-shape", type=int, nargs=2, default=[256, 7], metavar=("B", "HW"),
+                        help="--probe: batch size and context map side (default 256 7)")
+    parser.add_argument("--probe-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="--probe: the inputs' dtype (default float32)")
 
 
 def select_backends(device: torch.device, requested: Optional[list[str]]) -> tuple[list[str], dict]:
@@ -374,11 +391,52 @@ def run(args: argparse.Namespace, log=print) -> dict:
     return result
 
 
+def probe(args: argparse.Namespace) -> int:
+    """--probe: one shape on CUDA, each backend's errors, event times and top kernels."""
+    require_cuda("bench.gla", "--probe")
+    B, hw = args.probe_shape
+    if B < 1 or hw < 1:
+        raise SystemExit(f"bench.gla: --probe-shape B HW must be positive, got {B} {hw}")
+    device, dtype = torch.device("cuda"), getattr(torch, args.probe_dtype)
+    names, _ = select_backends(device, args.backends)
+    if args.backends is None:  # the compiled baselines only add compile time to a probe
+        names = [n for n in names if n not in ("compile", "split_compile")]
+    data = make_inputs(Case("probe", B, 256, 256, hw, hw, 128), device, seed=0)
+    x64 = [t.detach().double().requires_grad_(True) for t in data["inputs"]]
+    x = [t.detach().to(dtype).requires_grad_(True) for t in data["inputs"]]
+    gp, ga = data["grads"]
+    p64, a64 = gla_reference(*x64)
+    expected = [p64, a64, *torch.autograd.grad((p64, a64), x64, (gp.double(), ga.double()))]
+    gp, ga = gp.to(dtype), ga.to(dtype)
+    labels = ("pooled", "attn", "dface", "dcontext", "dw1", "db1", "dw2", "db2")
+    print(f"GLA probe on {torch.cuda.get_device_name(device)}: B={B} {hw}x{hw} Df=Dc=256 Hd=128 {args.probe_dtype}")
+    for name in names:
+        op = make_op(name)
+        pooled, attn = op(*x)
+        got = [pooled, attn, *torch.autograd.grad((pooled, attn), x, (gp, ga))]
+        errs = {k: float((g.detach().double() - e.detach()).norm() / e.detach().norm().clamp_min(1e-30))
+                for k, g, e in zip(labels, got, expected) if k != "db2"}  # db2 is 0: softmax is shift invariant
+
+        def fwd():
+            with torch.no_grad():
+                op(*x)
+
+        def fwdbwd():
+            torch.autograd.grad(op(*x), x, (gp, ga))
+
+        print(f"{name:<13} fwd {event_median_ms(fwd) * 1e3:8.1f} us  fwd+bwd {event_median_ms(fwdbwd) * 1e3:8.1f} us"
+              "  rel. errors vs float64: " + " ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+        print(kernel_table(fwdbwd, calls=3, rows=8))
+    return 0
+
+
 def main(args: Optional[argparse.Namespace] = None) -> int:
     if args is None:
         parser = argparse.ArgumentParser(prog="python -m bench.gla", description=__doc__.split("\n")[0])
         add_arguments(parser)
         args = parser.parse_args()
+    if args.probe:
+        return probe(args)
     t0 = time.perf_counter()
     result = run(args)
     result["meta"]["wall_s"] = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine session: build the CUDA extension, run the GPU tests, the GLA op benchmark
-# and the model benchmark on CUDA. Logs and JSON go to $OUT (default ./gpu_out).
+# and the model benchmark on CUDA, then look inside the GLA op at one shape (bench.gla --probe)
+# and the encoder block (bench.block --profile). Logs and JSON go to $OUT (default ./gpu_out).
 #   bash bench/gpu_session.sh [pytest args...]
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -10,7 +11,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 t0=$(date +%s)
 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo BUILD FAILED; }
 echo "build: $(( $(date +%s) - t0 )) s"
-# kernels/ installs as glamor_fast.kernels; in a bare checkout the backend finds it as kernels.gla
+# the in-place build puts glamor_fast._C beside the sources: run them from the checkout
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "from glamor_fast.ops import extension as e; print('ext error:', e.load_error(), 'CUDA kernels:', e.kernel_missing('gla_forward', 'CUDA') is None)"
 GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=120 -rfE "$@" 2>&1 | tee "$OUT/pytest_gpu.log" | tail -60
@@ -20,4 +21,6 @@ GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST2_S:-120} python3 -m pytest -q -p no:c
   tests/ops/test_triton.py -k "exact_zero or grad_lse" 2>&1 | tee "$OUT/pytest_gpu_extra.log" | tail -15
 timeout ${MODEL_S:-150} python3 -m bench.model --device cuda --quick --json "$OUT/model_cuda.json" 2>&1 | tee "$OUT/bench_model.log" | tail -30
 timeout ${GLA_S:-150} python3 -m bench.gla --device cuda --quick --json "$OUT/gla_cuda.json" 2>&1 | tee "$OUT/bench_gla.log" | tail -40
+timeout ${PROBE_S:-120} python3 -m bench.gla --probe 2>&1 | tee "$OUT/gla_probe.log" | tail -60
+timeout ${PROFILE_S:-90} python3 -m bench.block --profile 2>&1 | tee "$OUT/block_profile.log" | tail -40
 echo "session: $(( $(date +%s) - t0 )) s"

@@ -78,6 +78,22 @@ def time_cpu(fn: Callable, threads: int, min_run_time: float, min_samples: int =
     }
 
 
+def cuda_event_samples_ms(fn: Callable, reps: int, warmup: int) -> list[float]:
+    """CUDA-event times (ms) of ``reps`` single calls of ``fn``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    samples_ms = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples_ms.append(start.elapsed_time(end))
+    return samples_ms
+
+
 def time_cuda(fn: Callable, rep_ms: float) -> dict:
     """Median and IQR (seconds) of ``fn()`` on the current CUDA device."""
     try:
@@ -88,17 +104,7 @@ def time_cuda(fn: Callable, rep_ms: float) -> dict:
         samples_ms = do_bench(fn, warmup=max(25, rep_ms // 4), rep=rep_ms, return_mode="all")
         method = f"triton.testing.do_bench(rep={rep_ms} ms, L2 flushed per call)"
     else:
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        samples_ms = []
-        for _ in range(max(10, int(rep_ms))):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples_ms.append(start.elapsed_time(end))
+        samples_ms = cuda_event_samples_ms(fn, reps=max(10, int(rep_ms)), warmup=3)
         method = "CUDA events, no L2 flush (triton not importable)"
     med, iqr = _quartiles([s / 1e3 for s in samples_ms])
     return {"median_s": med, "iqr_s": iqr, "samples": len(samples_ms), "calls_per_sample": 1, "method": method}

@@ -50,6 +50,19 @@ def run_without_interpreter(script: str):
                           timeout=600)
 
 
+def run_bench(module: str, *args: str, timeout: float = 120):
+    """Runs ``python -m bench.<module> *args`` from the repository root (tests never import
+    ``bench``): the CompletedProcess, stdout and stderr as text."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", f"bench.{module}", *args], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for a gloo process group)."""
     import socket

@@ -184,7 +184,7 @@ class DlibHOGDetector:
     """dlib's HOG frontal-face detector; score: the SVM margin (higher is surer), kept when >= ``min_score``.
 
     ``upsample`` 0 (default) finds faces from about 80 px up; each upsampling halves that and
-    costs about 4x the time. On the bench clip (bench/RESULTS.md) it beat Haar in speed and
+    costs about 4x the time. On the bench clip (bench/RESULTS-archive.md, bench.video) it beat Haar in speed and
     false positives at upsample 0.
     """
 

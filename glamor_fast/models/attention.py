@@ -22,7 +22,8 @@ class GlobalLocalAttention(nn.Module):
     ``norm`` = BatchNorm1d(Hd) on the hidden layer (Dense-ReLU-BN-ReLU-Dense, as in the
     authors' code). Training uses batch statistics over all B*H*W hidden activations;
     eval folds the running statistics. Either way the BatchNorm reaches the op as
-    ``hidden_scale``/``hidden_shift``, so every backend computes the same function.
+    ``hidden_scale``/``hidden_shift``, so every backend computes the same function (the maths:
+    docs/gla.md, F11 and S1-S2).
     ``bn_eps``/``bn_momentum`` are the BatchNorm1d's (torch's defaults; Keras's are 1e-3, 0.01).
 
     ``recompute`` is the hidden-layer policy of :func:`glamor_fast.ops.gla` (None: by size and

@@ -47,7 +47,7 @@ class FaceClassifier:
                 raise ValueError(f"--backend {backend}: {exc}") from None
         model = model_from_checkpoint(ckpt, backend=backend, device=self.device, where=f"checkpoint {checkpoint}")
         # BatchNorm folded into the convs and channels_last: same logits up to rounding, about 1.7x
-        # the images/s of the plain eval model on a CPU (bench/RESULTS.md, bench.model).
+        # the images/s of the plain eval model on a CPU (bench/RESULTS-archive.md, bench.model).
         self.model = optimize_for_inference(model)
         self.normalize = cfg.normalize
         self.face_visible = PRESETS[cfg.model].face_visible_in_context

@@ -4,7 +4,7 @@ A training step allocates and frees the same large activations (tens of MB each)
 glibc serves blocks above its mmap threshold (at most 32 MB) with fresh ``mmap`` calls and
 returns them on ``free``, so every step pays the kernel to map and zero those pages again: on
 this project's 2-core machine that was about a quarter of GLAMOR-Net's training step
-(bench/RESULTS.md). ``keep_freed_memory()`` tells glibc to serve large blocks from the heap
+(bench/RESULTS-archive.md, "Allocator"). ``keep_freed_memory()`` tells glibc to serve large blocks from the heap
 (``M_MMAP_MAX = 0``) and not to give freed heap back (``M_TRIM_THRESHOLD``), the same as running
 with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``. The process then keeps its peak
 memory until it exits. It affects the whole process, so the library never calls it on import:

@@ -55,7 +55,7 @@ def test_train_defaults_are_the_authors_and_flags_reach_the_config():
     assert (cfg.model, cfg.optimizer, cfg.scheduler, cfg.amp, cfg.accum_steps, cfg.milestones, cfg.progress,
             cfg.backend, cfg.channels_last) == ("caernet-s", "adamw", "cosine", "bf16", 4, [10, 20], False,
                                                 "reference", False)
-    assert d.channels_last  # measured faster on the CPU (bench/RESULTS.md)
+    assert d.channels_last  # measured faster on the CPU (bench/RESULTS-archive.md)
 
 
 def test_train_cli_reports_errors_cleanly(tmp_path, capsys):

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.frames import write_frames_tree  # noqa: F401  (full-size frames, shared with bench.data)
+from glamor_fast.data.sample_frames import write_frames_tree
 
 
 def write_image(path: Path, h: int = 40, w: int = 60, seed: int = 0, value=None) -> np.ndarray:

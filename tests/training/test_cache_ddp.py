@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from glamor_fast.data.sample_frames import write_frames_tree
 from tests.helpers import free_port, set_process_group_env
-from tests.data.conftest import write_frames_tree
 
 
 def _worker(rank: int, world: int, port: int, cache: str, out_dir: str, result_dir: str):

@@ -6,7 +6,7 @@ from glamor_fast.training import TrainConfig
 from glamor_fast.training.data import (DeviceAugmentLoader, build_datasets, loader_workers, resolve_data_root,
                                        train_loader, uses_channels_last)
 from glamor_fast.training.distributed import DistInfo
-from tests.data.conftest import write_frames_tree
+from glamor_fast.data.sample_frames import write_frames_tree
 
 
 def test_loader_workers_share_the_cores(monkeypatch):

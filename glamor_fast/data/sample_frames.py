@@ -1,10 +1,13 @@
-"""CAER-S-like trees of full-size (712x400) PNG frames with face-box files, for benchmarks and tests."""
+"""CAER-S-like trees of full-size (712x400) PNG frames with face-box files, made from matplotlib's
+sample photo: realistic decode cost and image statistics for `bench.data` and the data tests."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .caer import EMOTIONS, box_file_for, write_box_file
 
 FRAME_H, FRAME_W = 400, 712  # CAER-S frames
 
@@ -16,10 +19,7 @@ def write_frames_tree(root: Path, per_class: dict, seed: int = 0, no_box: tuple 
     scaled and noised per image (a real photo's statistics, PNG decode cost like CAER-S's);
     relpaths in ``no_box`` get no box file.
     """
-    import matplotlib.cbook
-
-    from glamor_fast.data import EMOTIONS
-    from glamor_fast.data.caer import box_file_for, write_box_file
+    import matplotlib.cbook  # a tools dependency, needed only here
 
     photo = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
     rng = np.random.default_rng(seed)

@@ -161,15 +161,16 @@ def test_double_backward_through_every_fused_backend(name, device):
 
 def test_recompute_policy_is_passed_through_and_refused_where_unsupported(monkeypatch):
     from glamor_fast.models import GlobalLocalAttention
+    from glamor_fast.ops.gla import contract
+
     seen = []
-    real = torch.ops.glamor_fast.gla_forward
+    real = contract.apply
 
-    class Spy:
-        def __call__(self, *args):
-            seen.append(args[-1])
-            return real(*args)
+    def spy(forward_name, backward_name, save, *args):
+        seen.append(save)
+        return real(forward_name, backward_name, save, *args)
 
-    monkeypatch.setattr(torch.ops.glamor_fast, "gla_forward", Spy(), raising=False)
+    monkeypatch.setattr(contract, "apply", spy)
     mod = GlobalLocalAttention(8, 6, 5, backend="cpp", recompute=False).double()
     face, ctx = torch.randn(2, 8, dtype=torch.float64), torch.randn(2, 6, 3, 4, dtype=torch.float64)
     with torch.no_grad():

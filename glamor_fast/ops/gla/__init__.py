@@ -69,9 +69,11 @@ def gla(
     """
     B = check_gla_inputs(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)[0]
     run = _runner(choose_for_compile(backend, context.device, context.dtype))
+    if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
+        run = _run_reference
+    if not torch.is_autocast_enabled(context.device.type):
+        return run(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, recompute)
     with torch.autocast(context.device.type, enabled=False):
-        if B == 0:  # empty batch: nothing for a kernel to do; keep the autograd graph
-            return gla_reference(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
         return run(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, recompute)
 
 

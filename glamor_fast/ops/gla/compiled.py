@@ -28,10 +28,9 @@ def gla(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, recompute=Non
     device = context.device.type
     keep = contract.save_hidden(recompute, device == "cpu", device, face, context, w1, b1, w2, b2,
                                 hidden_scale, hidden_shift)
-    pooled, attn, _, _ = torch.ops.glamor_fast.gla_forward(
-        face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, keep
-    )
-    return pooled, attn
+    out = contract.apply("gla_forward", "gla_backward", keep, face, context, w1, b1, w2, b2, hidden_scale,
+                         hidden_shift)
+    return out[0], out[1]
 
 
 def cpp_unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:

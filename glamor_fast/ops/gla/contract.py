@@ -16,7 +16,11 @@ kernels recompute it and take save_hidden=False). The backward reads the saved a
 separate float32 softmax), so every backend forms delta from the same rounded probabilities.
 
 Here: the fake kernels (shapes for torch.compile), the recompute policy, and the autograd
-formula with its gradient assembly, registered once per backend by :func:`register`.
+formula with its gradient assembly, registered once per backend by :func:`register`, and
+:func:`apply`, the one way the backends call their ops. It follows flash-attention's pattern:
+eager calls go through a plain ``torch.autograd.Function`` (one Python hop around the two
+kernels; no autograd at all when no gradient is needed), ``torch.compile`` traces the registered
+custom op (opaque to Inductor, with the same fake kernels and backward).
 
 Double backward: the backward ops have no derivative. A backward run with create_graph=True
 (grad mode on inside it) takes its gradients from ``gla_reference_vjp`` instead, so
@@ -105,6 +109,12 @@ def backward_fake(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b
     )
 
 
+def _autocast_off(device_type: str):
+    """A context that switches autocast off, or None when it is off already (entering
+    torch.autocast costs a few microseconds per call)."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else None
+
+
 def input_grads(backward_op: Callable, saved, needs_input_grad, grad_pooled, grad_attn, grad_lse):
     """The 8 input gradients (None where not needed) from the saved 8 inputs and 4 outputs and the
     output gradients; ``backward_op`` is the backend's backward op."""
@@ -118,10 +128,15 @@ def input_grads(backward_op: Callable, saved, needs_input_grad, grad_pooled, gra
     grad_pooled = torch.zeros_like(pooled) if grad_pooled is None else grad_pooled
     grad_attn = torch.zeros_like(attn) if grad_attn is None else grad_attn
     grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
+    args = (grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse,
+            hidden if hidden.numel() > 0 else None, needs)
     # The kernels call ATen matmuls: autocast (if backward runs inside it) must not recast them.
-    with torch.autocast(pooled.device.type, enabled=False):
-        grads = backward_op(grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse,
-                            hidden if hidden.numel() > 0 else None, needs)
+    off = _autocast_off(pooled.device.type)
+    if off is None:
+        grads = backward_op(*args)
+    else:
+        with off:
+            grads = backward_op(*args)
     return tuple(g if n else None for g, n in zip(grads, needs))
 
 
@@ -143,3 +158,37 @@ def register(forward_name: str, backward_name: str) -> None:
         return (*grads, None)
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+
+
+class _EagerGLA(torch.autograd.Function):
+    """The op in eager mode: the backend's forward and backward ops around one plain autograd
+    node (the registered custom op's autograd costs more host time per call)."""
+
+    @staticmethod
+    def forward(ctx, forward_op, backward_op, save, face, context, w1, b1, w2, b2, hidden_scale, hidden_shift):
+        out = forward_op(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, save)
+        ctx.backward_op = backward_op
+        ctx.mark_non_differentiable(out[3])  # hidden: saved activations, not a result
+        ctx.save_for_backward(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, *out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_pooled, grad_attn, grad_lse, _grad_hidden):
+        grads = input_grads(ctx.backward_op, ctx.saved_tensors, ctx.needs_input_grad[3:], grad_pooled,
+                            grad_attn, grad_lse)
+        return (None, None, None, *grads)
+
+
+def apply(forward_name: str, backward_name: str, save: bool, face, context, w1, b1, w2, b2,
+          hidden_scale, hidden_shift):
+    """(pooled, attn, lse, hidden) of the backend whose ops are ``glamor_fast::<forward_name>`` and
+    ``<backward_name>``: under torch.compile the registered op, in eager a plain autograd node, or
+    the forward op alone when no gradient can flow."""
+    forward_op = getattr(torch.ops.glamor_fast, forward_name)
+    if torch.compiler.is_compiling():
+        return forward_op(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, save)
+    inputs = (face, context, w1, b1, w2, b2, hidden_scale, hidden_shift)
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)):
+        return forward_op.default(*inputs, save)
+    return _EagerGLA.apply(forward_op.default, getattr(torch.ops.glamor_fast, backward_name).default, save,
+                           *inputs)

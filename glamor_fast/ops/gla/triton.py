@@ -277,6 +277,6 @@ def gla(face, context, w1, b1, w2, b2, hidden_scale=None, hidden_shift=None, rec
 
     The Triton kernels always recompute the hidden layer: ``recompute=False`` is refused."""
     contract.save_hidden(recompute, False, "triton", face, context, w1)
-    pooled, attn, _, _ = torch.ops.glamor_fast.gla_forward_triton(
-        face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, False)
-    return pooled, attn
+    out = contract.apply("gla_forward_triton", "gla_backward_triton", False, face, context, w1, b1, w2, b2,
+                         hidden_scale, hidden_shift)
+    return out[0], out[1]

@@ -27,10 +27,10 @@
 #include <string>
 #include <vector>
 
-#include "../gla_checks.h"
-#include "../gla_host.h"
-#include "gla_bf16x3.h"
-#include "gla_tiles.h"
+#include "gla/checks.h"
+#include "gla/host.h"
+#include "bf16x3.h"
+#include "tiles.h"
 
 namespace glamor_fast {
 namespace cpu {

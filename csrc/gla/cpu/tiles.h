@@ -15,9 +15,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../gla_checks.h"
-#include "../gla_host.h"
-#include "vec_common.h"
+#include "gla/checks.h"
+#include "gla/host.h"
+#include "common/vec_common.h"
 
 namespace glamor_fast {
 namespace cpu {

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "gla.h"
-#include "gla_tiles.h"
-#include "vec_common.h"
+#include "tiles.h"
+#include "common/vec_common.h"
 
 namespace glamor_fast {
 namespace cpu {

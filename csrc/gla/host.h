@@ -8,8 +8,8 @@
 #include <array>
 #include <tuple>
 
-#include "gla_checks.h"
-#include "layout.h"
+#include "gla/checks.h"
+#include "common/layout.h"
 
 namespace glamor_fast {
 namespace host {

@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "vec_common.h"
+#include "common/vec_common.h"
 
 namespace {
 

@@ -10,8 +10,8 @@
 #include <array>
 #include <tuple>
 
-#include "../gla_checks.h"
-#include "../gla_host.h"
+#include "gla/checks.h"
+#include "gla/host.h"
 #include "gla.h"
 
 namespace glamor_fast {

@@ -13,8 +13,8 @@
 
 #include <cstdint>
 
-#include "../layout.h"
-#include "vec_common.h"
+#include "common/layout.h"
+#include "common/vec_common.h"
 
 namespace {
 

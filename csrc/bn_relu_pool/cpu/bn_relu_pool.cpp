@@ -24,8 +24,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../layout.h"
-#include "vec_common.h"
+#include "common/layout.h"
+#include "common/vec_common.h"
 
 namespace {
 

@@ -8,8 +8,8 @@
 #include <array>
 #include <tuple>
 
-#include "gla/checks.h"
 #include "common/layout.h"
+#include "gla/checks.h"
 
 namespace glamor_fast {
 namespace host {

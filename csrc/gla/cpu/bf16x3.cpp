@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "common/vec_common.h"
+#include "common/simd.h"
 
 namespace glamor_fast {
 namespace cpu {

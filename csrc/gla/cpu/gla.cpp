@@ -27,9 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "bf16x3.h"
 #include "gla/checks.h"
 #include "gla/host.h"
-#include "bf16x3.h"
 #include "tiles.h"
 
 namespace glamor_fast {

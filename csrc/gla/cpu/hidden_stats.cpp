@@ -19,9 +19,9 @@
 #include <tuple>
 #include <vector>
 
+#include "common/simd.h"
 #include "gla.h"
 #include "tiles.h"
-#include "common/vec_common.h"
 
 namespace glamor_fast {
 namespace cpu {

@@ -15,9 +15,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/simd.h"
 #include "gla/checks.h"
 #include "gla/host.h"
-#include "common/vec_common.h"
 
 namespace glamor_fast {
 namespace cpu {

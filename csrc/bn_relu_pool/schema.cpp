@@ -1,4 +1,5 @@
-// The schemas of the fused encoder block (kernels: bn_relu_pool/cpu/).
+// The schemas of the fused encoder block BatchNorm2d -> ReLU -> MaxPool2d(2) (maths:
+// docs/bn_relu_pool.md; kernels: cpu/).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(glamor_fast, m) {

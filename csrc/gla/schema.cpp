@@ -1,5 +1,6 @@
 // The schemas of the GLA op (gla_forward / gla_backward) and of its hidden layer's batch
-// statistics (gla_hidden_stats_forward / _backward). Kernels: gla/cpu/ (CPU), gla/cuda/ (CUDA).
+// statistics (gla_hidden_stats_forward / _backward). Maths: docs/gla.md; kernels: cpu/ (CPU),
+// cuda/ (CUDA).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(glamor_fast, m) {

@@ -1,4 +1,4 @@
-// The schema of the inference ReLU -> MaxPool2d(2) (kernel: relu_pool/cpu/).
+// The schema of the inference ReLU -> MaxPool2d(2) (maths: docs/relu_pool.md; kernel: cpu/).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(glamor_fast, m) {

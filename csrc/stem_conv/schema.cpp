@@ -1,4 +1,4 @@
-// The schema of the inference stem conv (kernel: stem_conv/cpu/).
+// The schema of the inference stem conv (maths: docs/stem_conv.md; kernel: cpu/).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(glamor_fast, m) {

@@ -1,4 +1,4 @@
-// The GLA backward's two GEMMs, exactly, on AMX bf16 tiles: see gla_bf16x3.h for the maths.
+// The GLA backward's two GEMMs, exactly, on AMX bf16 tiles: see bf16x3.h for the maths.
 #include "bf16x3.h"
 
 #include <ATen/ATen.h>

@@ -1,4 +1,5 @@
-// Fused CPU forward and backward of the GLA op (maths: /work/shared/design/gla-math.md).
+// Fused CPU forward and backward of the GLA op (maths: docs/gla.md, forward F6-F10, backward
+// B1-B11).
 //
 // Work is split into items (b, chunk of cells); items are grouped into one group per thread
 // (fixed for a fixed thread count, hence deterministic). Each item walks its cells in tiles:
@@ -9,8 +10,8 @@
 // GEMMs are larger; W1c, an operand of every tile GEMM, is packed once per call (MKL pack API).
 // float16/bfloat16 inputs compute in float32: the context converted tile by tile, the small
 // parameters at the boundary, the results back.
-// The tiling machinery (GEMM, tile views, the split, parameters) is in gla_tiles.h, shared with
-// the hidden-statistics kernels (gla_hidden_stats.cpp); the AMX backward GEMMs in gla_bf16x3.*.
+// The tiling machinery (GEMM, tile views, the split, parameters) is in tiles.h, shared with the
+// hidden-statistics kernels (hidden_stats.cpp); the AMX backward GEMMs in bf16x3.*.
 #include "gla.h"
 
 #include <ATen/ATen.h>
@@ -124,7 +125,7 @@ GLAMOR_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64
 
 // z (T_, Hd) -> dz (T_, Hd) (dz may be z: in place), given ds (T_); tile sums (over the tile's
 // cells) of dw2, dgamma, dbeta and du into sums (4, Hd), which the caller adds into double
-// accumulators.
+// accumulators (docs/gla.md B5-B7, B10).
 template <bool Clean, typename T>
 GLAMOR_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
                            int64_t Hd, T* sums) {
@@ -358,7 +359,7 @@ struct BackwardNeeds {
 // The softmax's incoming gradient per cell, t_i = gp . v_i + ga_i, and from the same values
 // delta = sum_i a_i t_i - g_lse; then ds_i = a_i (t_i - delta). Forming delta from the very
 // terms ds uses (as PyTorch's softmax backward does, rather than from gp . pooled) makes ds
-// exactly 0 where it truly is: one cell (a = 1), or a one-hot softmax.
+// exactly 0 where it truly is: one cell (a = 1), or a one-hot softmax (docs/gla.md B1-B3).
 // 16-bit inputs: attn was rounded to 16 bits, so ds uses a recomputed in float32 from the scores
 // and lse, while delta is formed in the pre-pass from the rounded attn (converted exactly) and
 // the same t_i: where the softmax is one-hot (or N = 1) that attn is exactly 0 / 1, so ds is
@@ -714,7 +715,7 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
     softmax_grad_prepass(V, S, B, gp, ga, static_cast<const T*>(sg.attn_delta), glse, static_cast<T*>(sg.t),
                          static_cast<T*>(sg.delta));
   const W1cPacks pk = make_packs(P, S, N, Dc, Hd, need.context, dctx.cells_major);
-  // float32 on AMX: the dV and dW1c GEMMs of every clean tile in exact bf16x3 (bf16x3.h).
+  // float32 on AMX: the dV and dW1c GEMMs of every clean tile in exact bf16x3 (bf16x3.h, docs/gla.md X1-X3).
   std::vector<float> x3_c;
   bf16x3::Weights x3_w;
   const bool x3 = prepare_bf16x3(P, S, Dc, Hd, need, dctx.cells_major, x3_c, x3_w);

@@ -5,10 +5,12 @@ from setuptools import find_packages, setup
 def extension_modules():
     """The torch extension ``glamor_fast._C`` built from csrc/ with ninja.
 
-    A ``CppExtension`` (fused CPU kernels) on a CPU-only torch; a ``CUDAExtension`` that adds
-    csrc/cuda/ when torch was built with CUDA and the CUDA toolkit is found. ``DEBUG=1`` builds
-    with ``-O0 -g``. Returns ``(ext_modules, cmdclass)``.
+    csrc/module.cpp plus, for every op folder (a folder of csrc/ with a schema.cpp), its schema
+    and its cpu/ sources. A ``CppExtension`` on a CPU-only torch; a ``CUDAExtension`` that adds
+    the ops' cuda/ sources when torch was built with CUDA and the CUDA toolkit is found.
+    ``DEBUG=1`` builds with ``-O0 -g``. Returns ``(ext_modules, cmdclass)``.
     """
+    import glob
     import os
 
     import torch
@@ -19,10 +21,14 @@ def extension_modules():
     debug = os.environ.get("DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags = opt + ["-std=c++20", "-fopenmp", "-DNDEBUG" if not debug else "-UNDEBUG"]
-    sources = [os.path.join(csrc, "glamor_fast.cpp"), os.path.join(csrc, "cpu", "gla.cpp"),
-               os.path.join(csrc, "cpu", "bn_relu_pool.cpp"), os.path.join(csrc, "cpu", "relu_pool.cpp"),
-               os.path.join(csrc, "cpu", "stem_conv.cpp"), os.path.join(csrc, "cpu", "gla_bf16x3.cpp"),
-               os.path.join(csrc, "cpu", "gla_hidden_stats.cpp")]
+    ops = [os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(root, csrc, "*", "schema.cpp"))]
+
+    def op_sources(subfolder, *patterns):
+        """Every op's files in ``subfolder`` matching ``patterns``, relative to the root, sorted."""
+        return sorted(os.path.relpath(path, root) for op in ops for pattern in patterns
+                      for path in glob.glob(os.path.join(root, csrc, op, subfolder, pattern)))
+
+    sources = [os.path.join(csrc, "module.cpp")] + op_sources("", "schema.cpp") + op_sources("cpu", "*.cpp")
     with_cuda = (torch.cuda.is_available() or torch.version.cuda is not None) and (
         cpp_extension.CUDA_HOME is not None
     )
@@ -32,7 +38,7 @@ def extension_modules():
         extra_link_args=["-fopenmp"],
     )
     if with_cuda:
-        sources += [os.path.join(csrc, "cuda", "gla.cu"), os.path.join(csrc, "cuda", "gla_binding.cpp")]
+        sources += op_sources("cuda", "*.cu", "*.cpp")
         nvcc_flags = opt + ["-std=c++17"] + (["-lineinfo"] if not debug else ["-G"])
         ext = cpp_extension.CUDAExtension(
             sources=sources,

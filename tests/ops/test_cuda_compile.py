@@ -41,7 +41,7 @@ def _cuda_include():
 @pytest.mark.skipif(shutil.which("g++") is None or _cuda_include() is None,
                     reason="needs g++ and the CUDA runtime headers")
 def test_cuda_binding_compiles_against_torch_headers(tmp_path):
-    """The ATen side of the CUDA backend (csrc/cuda/gla_binding.cpp) is built only where torch
+    """The ATen side of the CUDA backend (csrc/gla/cuda/binding.cpp) is built only where torch
     has CUDA, never in CI: check it here with g++ -fsyntax-only against the installed torch's
     headers (a CPU wheel ships c10/cuda too, all but one generated macros header)."""
     import sysconfig
@@ -54,6 +54,6 @@ def test_cuda_binding_compiles_against_torch_headers(tmp_path):
     (macros / "cuda_cmake_macros.h").write_text("#pragma once\n")
     cmd = ["g++", "-std=c++17", "-fsyntax-only", f"-I{tmp_path}", f"-I{inc}", f"-I{inc / 'torch/csrc/api/include'}",
            f"-I{_cuda_include()}", f"-I{CSRC}", f"-I{sysconfig.get_paths()['include']}",
-           str(CSRC / "cuda" / "gla_binding.cpp")]
+           str(CSRC / "gla" / "cuda" / "binding.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -1,4 +1,4 @@
-// ATen glue for the CUDA kernels of csrc/cuda/gla.cu: checks, dtype conversion of the small
+// ATen glue for the CUDA kernels of gla.cu: checks, dtype conversion of the small
 // parameters, workspaces, the stream, and the few reductions done with ATen ops.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,8 +10,8 @@
 #include <array>
 #include <tuple>
 
-#include "../gla_checks.h"
-#include "../gla_host.h"
+#include "gla/checks.h"
+#include "gla/host.h"
 #include "gla.h"
 
 namespace glamor_fast {
@@ -35,7 +35,7 @@ void check_launch(int err, const char* what) {
               cudaGetErrorString(static_cast<cudaError_t>(err)));
 }
 
-// The shared parameters (csrc/gla_host.h) plus W1c itself (the backward reads it by rows) and
+// The shared parameters (csrc/gla/host.h) plus W1c itself (the backward reads it by rows) and
 // b2 as a 0-dim tensor: b2 is left out of the kernels' scores (softmax is shift invariant) and
 // added to lse here, so no device-to-host copy is needed.
 struct Prepared : host::Params {

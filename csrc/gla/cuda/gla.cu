@@ -1,4 +1,4 @@
-// GLA forward and backward CUDA kernels (maths: /work/shared/design/gla-math.md).
+// GLA forward and backward CUDA kernels (maths: docs/gla.md, forward F6-F10, backward B1-B11).
 // CUDA headers only: raw pointers, element strides, dtype templates; the stream is passed in.
 //
 // One block of 8 warps per (chunk of kChunk cells, batch element b). A warp takes one cell at a

@@ -1,15 +1,15 @@
-// Host-side logic shared by the CPU (csrc/cpu/gla.cpp) and CUDA (csrc/cuda/gla_binding.cpp)
-// implementations of glamor_fast::gla_forward / gla_backward, so that both give the op one
-// contract: the compute dtype, the small parameters in it, the dcontext layout, the gradients
-// that follow from dU = dL/du and dW1c, and the all-zero result.
+// Host-side logic shared by the CPU (cpu/gla.cpp) and CUDA (cuda/binding.cpp) implementations
+// of glamor_fast::gla_forward / gla_backward, so that both give the op one contract: the compute
+// dtype, the small parameters in it, the dcontext layout, the gradients that follow from
+// dU = dL/du and dW1c (docs/gla.md B4, B11), and the all-zero result.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <array>
 #include <tuple>
 
-#include "gla_checks.h"
-#include "layout.h"
+#include "common/layout.h"
+#include "gla/checks.h"
 
 namespace glamor_fast {
 namespace host {

@@ -1,5 +1,6 @@
 // The encoders' first layer for inference: conv 3x3 (stride 1, zero padding 1) over an image
-// with few channels (Cin <= 4), + bias, ReLU, MaxPool2d(2), in one pass. CPU float32.
+// with few channels (Cin <= 4), + bias, ReLU, MaxPool2d(2), in one pass. CPU float32
+// (docs/stem_conv.md).
 //
 // Maths: y[n, o, i, j] = relu(max over a, b in {0, 1} of
 //          bias[o] + sum_{ky, kx, c} w[o, c, ky, kx] * x[n, c, 2i + a + ky - 1, 2j + b + kx - 1])
@@ -16,7 +17,7 @@
 
 #include <cstdint>
 
-#include "vec_common.h"
+#include "common/vec_common.h"
 
 namespace {
 

@@ -1,4 +1,5 @@
-// The GLA backward's two GEMMs, exactly, on AMX bf16 tiles (float32 inputs, CPUs with AMX).
+// The GLA backward's two GEMMs, exactly, on AMX bf16 tiles (float32 inputs, CPUs with AMX;
+// docs/gla.md X1-X3).
 //
 // Without NaN/inf, the hidden layer's gradient has the form dz_ik = ds_i c_k M_ik, with
 //   M_ik = [z_ik + u_k > 0]              (and [g_k h_ik + beta_k > 0] with the folded BatchNorm)

@@ -1,4 +1,4 @@
-// ReLU -> MaxPool2d(2) for inference (no indices), CPU kernels.
+// ReLU -> MaxPool2d(2) for inference (no indices), CPU kernels (docs/relu_pool.md).
 //
 // Maths: y[n, c, i, j] = relu(max(x[n, c, 2i + a, 2j + b] for a, b in {0, 1})), H and W floored
 // to even; relu(max(.)) = max(relu(.)), so the ReLU runs on the quarter-size output. A NaN in a
@@ -13,8 +13,8 @@
 
 #include <cstdint>
 
-#include "../layout.h"
-#include "vec_common.h"
+#include "common/layout.h"
+#include "common/vec_common.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Batch statistics of GLA's hidden layer on the CPU (glamor_fast::gla_hidden_stats_forward /
-// _backward; glamor_fast/ops/hidden_stats.py has the maths and wraps them in a custom op), on
-// the GLA op's tiles and GEMMs (gla_tiles.h): per tile z = V W1c^T, then the sums (forward) or
+// _backward; maths: docs/gla.md S1-S2; glamor_fast/ops/gla/hidden_stats.py wraps them in a custom
+// op), on the GLA op's tiles and GEMMs (tiles.h): per tile z = V W1c^T, then the sums (forward) or
 // dz in place and the GEMMs dcontext = dz W1c, dW1c += V^T dz (backward). Sums per tile in the
 // compute dtype, across tiles in double; groups added in a fixed order.
 #include <ATen/ATen.h>
@@ -19,9 +19,9 @@
 #include <tuple>
 #include <vector>
 
+#include "common/simd.h"
 #include "gla.h"
-#include "gla_tiles.h"
-#include "vec_common.h"
+#include "tiles.h"
 
 namespace glamor_fast {
 namespace cpu {

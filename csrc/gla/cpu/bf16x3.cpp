@@ -1,5 +1,5 @@
-// The GLA backward's two GEMMs, exactly, on AMX bf16 tiles: see gla_bf16x3.h for the maths.
-#include "gla_bf16x3.h"
+// The GLA backward's two GEMMs, exactly, on AMX bf16 tiles: see bf16x3.h for the maths.
+#include "bf16x3.h"
 
 #include <ATen/ATen.h>
 #include <ATen/native/CPUBlas.h>
@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "vec_common.h"
+#include "common/simd.h"
 
 namespace glamor_fast {
 namespace cpu {

@@ -1,4 +1,4 @@
-// The fused CPU kernels of the GLA op (see /work/shared/design/gla-math.md for the maths).
+// The fused CPU kernels of the GLA op (see docs/gla.md for the maths).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -32,7 +32,7 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                  const c10::optional<at::Tensor>& hidden, std::array<bool, 8> needs_grad);
 
 // Batch statistics of the hidden layer relu(W1 [v_f; v_ij] + b1) over all B*H*W cells:
-// mean and biased var (Hd), float32 or float64 inputs (glamor_fast/ops/hidden_stats.py).
+// mean and biased var (Hd), float32 or float64 inputs (glamor_fast/ops/gla/hidden_stats.py).
 std::tuple<at::Tensor, at::Tensor> gla_hidden_stats_forward_cpu(const at::Tensor& face, const at::Tensor& context,
                                                                 const at::Tensor& w1, const at::Tensor& b1);
 

@@ -1,5 +1,5 @@
 // The tiling machinery shared by the CPU GLA kernels (gla.cpp) and the hidden-statistics kernels
-// (gla_hidden_stats.cpp): the BLAS GEMM, how a context's cells are read in tiles, the split of
+// (hidden_stats.cpp): the BLAS GEMM, how a context's cells are read in tiles, the split of
 // the B x N cells into items and per-thread groups, the hidden tile z = V_tile W1c^T, and the
 // parameters the kernels read.
 #pragma once
@@ -15,9 +15,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../gla_checks.h"
-#include "../gla_host.h"
-#include "vec_common.h"
+#include "common/simd.h"
+#include "gla/checks.h"
+#include "gla/host.h"
 
 namespace glamor_fast {
 namespace cpu {
@@ -450,7 +450,7 @@ void add_dw1c_tile(const TileView<T>& tv, const T* dz, int64_t T_, int64_t Dc, i
 // ---------------------------------------------------------------------------------------------
 using host::compute_type;
 
-// The shared parameters (csrc/gla_host.h) plus what the CPU kernels also need: the context as
+// The shared parameters (csrc/gla/host.h) plus what the CPU kernels also need: the context as
 // given (a 16-bit one is converted tile by tile: Cells::base16), b2 as a number, and whether w2,
 // scale and shift are all finite.
 struct Prepared : host::Params {

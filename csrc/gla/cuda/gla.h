@@ -1,4 +1,4 @@
-// Launchers of the GLA CUDA kernels (csrc/cuda/gla.cu). Plain C++: raw pointers, element
+// Launchers of the GLA CUDA kernels (gla.cu). Plain C++: raw pointers, element
 // strides, a dtype tag and the stream as void*, so the binding needs no CUDA-specific types.
 #pragma once
 #include <cstdint>

@@ -1,4 +1,5 @@
-// Fused CPU forward and backward of the GLA op (maths: /work/shared/design/gla-math.md).
+// Fused CPU forward and backward of the GLA op (maths: docs/gla.md, forward F6-F10, backward
+// B1-B11).
 //
 // Work is split into items (b, chunk of cells); items are grouped into one group per thread
 // (fixed for a fixed thread count, hence deterministic). Each item walks its cells in tiles:
@@ -9,8 +10,8 @@
 // GEMMs are larger; W1c, an operand of every tile GEMM, is packed once per call (MKL pack API).
 // float16/bfloat16 inputs compute in float32: the context converted tile by tile, the small
 // parameters at the boundary, the results back.
-// The tiling machinery (GEMM, tile views, the split, parameters) is in gla_tiles.h, shared with
-// the hidden-statistics kernels (gla_hidden_stats.cpp); the AMX backward GEMMs in gla_bf16x3.*.
+// The tiling machinery (GEMM, tile views, the split, parameters) is in tiles.h, shared with the
+// hidden-statistics kernels (hidden_stats.cpp); the AMX backward GEMMs in bf16x3.*.
 #include "gla.h"
 
 #include <ATen/ATen.h>
@@ -27,10 +28,10 @@
 #include <string>
 #include <vector>
 
-#include "../gla_checks.h"
-#include "../gla_host.h"
-#include "gla_bf16x3.h"
-#include "gla_tiles.h"
+#include "bf16x3.h"
+#include "gla/checks.h"
+#include "gla/host.h"
+#include "tiles.h"
 
 namespace glamor_fast {
 namespace cpu {
@@ -124,7 +125,7 @@ GLAMOR_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64
 
 // z (T_, Hd) -> dz (T_, Hd) (dz may be z: in place), given ds (T_); tile sums (over the tile's
 // cells) of dw2, dgamma, dbeta and du into sums (4, Hd), which the caller adds into double
-// accumulators.
+// accumulators (docs/gla.md B5-B7, B10).
 template <bool Clean, typename T>
 GLAMOR_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
                            int64_t Hd, T* sums) {
@@ -358,7 +359,7 @@ struct BackwardNeeds {
 // The softmax's incoming gradient per cell, t_i = gp . v_i + ga_i, and from the same values
 // delta = sum_i a_i t_i - g_lse; then ds_i = a_i (t_i - delta). Forming delta from the very
 // terms ds uses (as PyTorch's softmax backward does, rather than from gp . pooled) makes ds
-// exactly 0 where it truly is: one cell (a = 1), or a one-hot softmax.
+// exactly 0 where it truly is: one cell (a = 1), or a one-hot softmax (docs/gla.md B1-B3).
 // 16-bit inputs: attn was rounded to 16 bits, so ds uses a recomputed in float32 from the scores
 // and lse, while delta is formed in the pre-pass from the rounded attn (converted exactly) and
 // the same t_i: where the softmax is one-hot (or N = 1) that attn is exactly 0 / 1, so ds is
@@ -395,6 +396,310 @@ void softmax_grad_prepass(const Cells<T>& V, const Split& S, int64_t B, const T*
   });
 }
 
+// What every thread of the backward reads: the inputs, the split, W1c packed for the tile GEMMs,
+// the softmax gradient's inputs, and whether (and with what) the bf16x3 GEMMs run.
+template <typename T>
+struct BackwardInputs {
+  const Cells<T>& V;
+  const Params<T>& P;
+  const Split& S;
+  int64_t Hd;
+  const T* gp;       // (B, Dc)
+  const T* ga;       // (B, N)
+  const T* glse;     // (B)
+  const T* lse;      // (B)
+  const T* a_saved;  // (B, N) a for ds, or nullptr: recompute it (SoftmaxGrad::attn)
+  const T* t_pre;    // (B, N) t from the pre-pass, or nullptr: formed per tile
+  const T* delta;    // (B) from the pre-pass (read only with t_pre)
+  const T* hidden;   // (B, N, Hd): z saved by the forward, or nullptr: recompute
+  BackwardNeeds need;
+  GradContext<T> dctx;
+  const W1cPacks& pk;
+  bool x3;                      // the bf16x3 GEMMs for clean tiles (float32 on AMX)
+  const float* x3_c;            // (Hd) c_k = w2_k (times g_k with the folded BatchNorm)
+  const bf16x3::Weights& x3_w;  // W' = diag(c) W1c for the dV GEMM
+};
+
+// One thread's buffers, and the partial sums of the group it works on.
+template <typename T>
+struct BackwardScratch {
+  std::vector<T> z, s, ds, a, pack, tt, sums, zb, vb;
+  std::optional<bf16x3::Tile> xt;
+  // Group sums of the dW1c GEMMs without c: (Dc, Hd) from channel-major tiles, (Hd, Dc) from
+  // cell-major ones (a group usually has one kind: each is zeroed on its first use in the
+  // group and added only if used); the dV GEMM's output (cells, Dc) or (Dc, padded cells).
+  std::vector<float> x3_acc_ct, x3_acc_tc;
+  bool x3_used_ct = false, x3_used_tc = false;
+  bf16x3::AlignedVector<float> x3_m;
+  // The group's partials: dW1c (Hd, Dc) in T, dw2 / dgamma / dbeta (Hd) in double.
+  T* dW1c = nullptr;
+  double *dw2 = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+
+  BackwardScratch(const BackwardInputs<T>& in, int64_t max_cells)
+      : z(in.Hd * in.S.tile), s(in.S.tile), ds(max_cells), a(max_cells),
+        pack(in.V.layout == Layout::Packed ? in.V.Dc * in.S.tile : 0), tt(in.S.tile), sums(4 * in.Hd),
+        zb(in.S.batch > 1 ? in.Hd * in.S.batch * in.V.N : 0),
+        vb(in.S.batch > 1 && !batch_in_place(in.V) ? in.V.Dc * in.S.batch * in.V.N : 0) {
+    if (in.x3) {
+      const int64_t Dc = in.V.Dc, Hd = in.Hd;
+      xt.emplace(max_cells, Dc, Hd);
+      x3_acc_ct.resize(in.need.w1c ? Dc * Hd : 0);
+      x3_acc_tc.resize(in.need.w1c ? Dc * Hd : 0);
+      x3_m.resize(in.need.context ? bf16x3::Tile::padded(max_cells) * Dc : 0);
+    }
+  }
+};
+
+// float32 on AMX: whether the dV and dW1c GEMMs of every clean tile run in exact bf16x3
+// (bf16x3.h). If so, c (Hd) is filled and, when dcontext is needed, W' packed into w.
+template <typename T>
+bool prepare_bf16x3(const Params<T>& P, const Split& S, int64_t Dc, int64_t Hd, BackwardNeeds need,
+                    bool dv_cells_major, std::vector<float>& c, bf16x3::Weights& w) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!(P.finite && bf16x3::usable(Dc, Hd))) return false;
+    const bool bn = P.scale != nullptr;
+    c.resize(Hd);
+    for (int64_t k = 0; k < Hd; ++k) c[k] = P.w2[k] * (bn ? P.scale[k] : 1.f);
+    // NCHW dcontext: dV^T (Dc, cells) from the GEMM when the tile is one batch element's cells
+    // (their rows are contiguous); for batched tiles of small maps (7x7), dV (cells, Dc) and a
+    // strided write measured faster (Xeon/AMX, 2 threads: 1.51 vs 1.40x; 56x56: 1.30 vs 1.42x).
+    const bool dv_t = !dv_cells_major && S.batch == 1;
+    if (need.context) w = bf16x3::pack_weights(P.w1c, P.ldw, c.data(), Hd, Dc, dv_t);
+    return w.finite;
+  } else {
+    return false;
+  }
+}
+
+// The softmax's gradient at batch element b's cells [n0, n0 + T_), rows [j0, j0 + T_) of the
+// tile: a (saved, or from the scores of z and lse) into sc.a, ds = a (t - delta) into sc.ds.
+// Returns whether every ds is finite.
+template <typename T>
+bool softmax_grad_cells(const BackwardInputs<T>& in, BackwardScratch<T>& sc, const TileView<T>& tv, const T* zt,
+                        int64_t T_, int64_t b, int64_t n0, int64_t j0) {
+  const int64_t N = in.V.N, Dc = in.V.Dc, Hd = in.Hd;
+  T* at_ = sc.a.data() + j0;
+  T* dst = sc.ds.data() + j0;
+  T* tt = sc.tt.data();
+  if (in.a_saved != nullptr) {
+    std::copy(in.a_saved + b * N + n0, in.a_saved + b * N + n0 + T_, at_);
+  } else {
+    tile_scores(in.P, in.P.u + b * Hd, zt, T_, Hd, sc.s.data());
+    for (int64_t j = 0; j < T_; ++j) at_[j] = std::exp(sc.s[j] - in.lse[b]);
+  }
+  T d;
+  if (in.t_pre != nullptr) {
+    std::copy(in.t_pre + b * N + n0, in.t_pre + b * N + n0 + T_, tt);
+    d = in.delta[b];
+  } else {
+    // attn given and the whole of b is this tile (T_ == N)
+    tile_gv(tv, in.gp + b * Dc, T_, Dc, tt);
+    for (int64_t j = 0; j < T_; ++j) tt[j] += in.ga[b * N + n0 + j];
+    double acc = 0;
+    for (int64_t j = 0; j < T_; ++j) acc += double(at_[j]) * double(tt[j]);
+    d = T(acc) - in.glse[b];
+  }
+  bool finite = true;
+  for (int64_t j = 0; j < T_; ++j) {
+    dst[j] = at_[j] * (tt[j] - d);
+    finite = finite && std::isfinite(dst[j]);
+  }
+  return finite;
+}
+
+// Back through the hidden layer at the same cells: z (T_, Hd) -> dz (T_, Hd) (dzt may be zt),
+// given sc.ds; the tile's sums of dw2, dgamma, dbeta into the group's double partials and of du
+// into du_it (Hd).
+template <typename T>
+void hidden_grad_cells(const BackwardInputs<T>& in, BackwardScratch<T>& sc, const T* zt, T* dzt, int64_t T_,
+                       int64_t b, int64_t j0, double* du_it) {
+  const int64_t Hd = in.Hd;
+  const T* sums = sc.sums.data();
+  // tile sums in T, then into the double accumulators.
+  tile_dz(in.P, in.P.u + b * Hd, sc.ds.data() + j0, zt, dzt, T_, Hd, sc.sums.data());
+  for (int64_t k = 0; k < Hd; ++k) {
+    sc.dw2[k] += double(sums[k]);
+    du_it[k] += double(sums[3 * Hd + k]);
+  }
+  if (in.P.scale != nullptr) {
+    for (int64_t k = 0; k < Hd; ++k) {
+      sc.dgamma[k] += double(sums[Hd + k]);
+      sc.dbeta[k] += double(sums[2 * Hd + k]);
+    }
+  }
+}
+
+// Everything of one batch element's cells [n0, n0 + T_) at row j0 of the tile but the two GEMMs:
+// a and ds, the bf16x3 mask rows (before dz overwrites z), dz and the vector sums. Returns
+// whether every ds is finite.
+template <typename T>
+bool backward_cells(const BackwardInputs<T>& in, BackwardScratch<T>& sc, const TileView<T>& tv, const T* zt,
+                    T* dzt, int64_t T_, int64_t b, int64_t n0, int64_t j0, double* du_it) {
+  const bool finite = softmax_grad_cells(in, sc, tv, zt, T_, b, n0, j0);
+  if constexpr (std::is_same_v<T, float>) {
+    if (in.x3 && finite) sc.xt->mask(zt, in.P.u + b * in.Hd, in.P.scale, in.P.shift, j0, T_);
+  }
+  hidden_grad_cells(in, sc, zt, dzt, T_, b, j0, du_it);
+  return finite;
+}
+
+// dV of batch element b's cells [n0, n0 + T_) (tile row j0) from dz, in float32 GEMMs:
+// dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
+template <typename T>
+void dv_fp32(const BackwardInputs<T>& in, const BackwardScratch<T>& sc, const T* dzt, int64_t T_, int64_t b,
+             int64_t n0, int64_t j0) {
+  const int64_t Dc = in.V.Dc;
+  const GradContext<T>& dctx = in.dctx;
+  T* out = dv_tile(in.P, in.pk, dctx, dzt, T_, b, n0, Dc, in.Hd);
+  tile_outer(out, dctx.cells_major ? Dc : dctx.N, dctx.cells_major, in.gp + b * Dc, sc.a.data() + j0, T_, Dc);
+}
+
+// The tile view's cells [j0, j0 + n) to the bf16x3 split (Y = ds v); returns whether they were
+// channel-major.
+template <typename T>
+bool split_for_bf16x3(BackwardScratch<T>& sc, const TileView<T>& tv, int64_t j0, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (tv.ct) sc.xt->split_ct(tv.p, tv.ld, sc.ds.data() + j0, j0, n);
+    else sc.xt->split_tc(tv.p, tv.ld, sc.ds.data());
+  }
+  return tv.ct;
+}
+
+// The tile's two GEMMs in bf16x3 when every ds and Y_i = ds_i v_i is finite: dW1c into the
+// group's sc.x3_acc_*, dV written into dcontext. `split` hands the tile's cells to the split
+// (split_for_bf16x3) and says which layout; `parts` visits the tile's (b, n0, T_, j0) for the dV
+// writes. Returns whether it did them (else the caller runs the float32 GEMMs).
+template <typename T, typename SplitFn, typename PartsFn>
+bool bf16x3_gemms(const BackwardInputs<T>& in, BackwardScratch<T>& sc, int64_t cells, bool clean, SplitFn&& split,
+                  PartsFn&& parts) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!in.x3 || !clean) return false;
+    const int64_t Dc = in.V.Dc;
+    const GradContext<T>& dctx = in.dctx;
+    if (in.need.w1c) {
+      const bool ct = split();
+      auto& acc = ct ? sc.x3_acc_ct : sc.x3_acc_tc;
+      bool& used = ct ? sc.x3_used_ct : sc.x3_used_tc;
+      if (!used) std::fill(acc.begin(), acc.end(), 0.f);
+      used = true;
+      if (!sc.xt->add_dw1c(ct, acc.data())) return false;
+    }
+    if (in.need.context) {
+      sc.xt->dv(in.x3_w, sc.x3_m.data());
+      const bool cm = dctx.cells_major;
+      // m: (cells, Dc), or (Dc, padded cells) when the weights were packed channel-major
+      const int64_t mj = in.x3_w.channel_major ? 1 : Dc;
+      const int64_t mc = in.x3_w.channel_major ? bf16x3::Tile::padded(cells) : 1;
+      parts([&](int64_t b, int64_t n0, int64_t T_, int64_t j0) {
+        T* out = dctx.data + b * dctx.sb + (cm ? n0 * Dc : n0);
+        tile_dv_write(out, cm ? Dc : dctx.N, cm, sc.x3_m.data() + j0 * mj, mj, mc, sc.ds.data() + j0,
+                      sc.a.data() + j0, in.gp + b * Dc, T_, Dc);
+      });
+    }
+    return true;
+  } else {
+    return false;
+  }
+}
+
+// Items [it, it + nb), nb > 1 whole batch elements (chunks == 1) in one tile: z of all their
+// cells in one GEMM (or the saved z), each element's cells, then the tile's two GEMMs.
+template <typename T>
+void backward_batch_tile(const BackwardInputs<T>& in, BackwardScratch<T>& sc, int64_t it, int64_t nb, double* du) {
+  const Cells<T>& V = in.V;
+  const int64_t N = V.N, Dc = V.Dc, Hd = in.Hd;
+  // The batch's cells as one GEMM operand: a copy unless in place. The bf16x3 path with a
+  // saved z reads each element in place instead, and copies only if it falls back.
+  const bool lazy = in.x3 && in.hidden != nullptr && V.layout != Layout::TC;
+  TileView<T> tvb{nullptr, 0, true};
+  if (!lazy) tvb = batch_view(V, it, nb, sc.vb.data(), sc.pack.data());
+  auto element = [&](int64_t i) { return lazy ? tile_view(V, it + i, 0, N, sc.pack.data()) : sub_view(tvb, i * N); };
+  const T* zt = in.hidden != nullptr ? in.hidden + it * N * Hd : sc.zb.data();
+  if (in.hidden == nullptr) hidden_tile(in.P, in.pk, tvb, nb * N, Dc, Hd, sc.zb.data());
+  if (in.x3) sc.xt->begin(nb * N);
+  bool clean = true;
+  for (int64_t i = 0; i < nb; ++i) {
+    double* du_it = du + (it + i) * Hd;
+    std::fill(du_it, du_it + Hd, 0.0);
+    clean = backward_cells(in, sc, element(i), zt + i * N * Hd, sc.zb.data() + i * N * Hd, N, it + i, 0, i * N,
+                           du_it) &&
+            clean;
+  }
+  const bool done = bf16x3_gemms(
+      in, sc, nb * N, clean,
+      [&] {
+        if (!lazy) return split_for_bf16x3(sc, tvb, 0, nb * N);
+        for (int64_t i = 0; i < nb; ++i) split_for_bf16x3(sc, element(i), i * N, N);
+        return true;  // tile_view of a CT or Packed layout is channel-major
+      },
+      [&](auto&& f) {
+        for (int64_t i = 0; i < nb; ++i) f(it + i, 0, N, i * N);
+      });
+  if (!done) {
+    if (in.need.context)
+      for (int64_t i = 0; i < nb; ++i) dv_fp32(in, sc, sc.zb.data() + i * N * Hd, N, it + i, 0, i * N);
+    if (in.need.w1c)
+      add_dw1c_tile(lazy ? batch_view(V, it, nb, sc.vb.data(), sc.pack.data()) : tvb, sc.zb.data(), nb * N, Dc, Hd,
+                    sc.dW1c);
+  }
+}
+
+// Item it, a chunk of one batch element's cells, tile by tile: z (or the saved z), the cells,
+// then the tile's two GEMMs.
+template <typename T>
+void backward_chunk(const BackwardInputs<T>& in, BackwardScratch<T>& sc, int64_t it, double* du) {
+  const Split& S = in.S;
+  const int64_t N = in.V.N, Dc = in.V.Dc, Hd = in.Hd;
+  const int64_t b = it / S.chunks, n_begin = (it % S.chunks) * S.chunk;
+  const int64_t n_end = std::min(N, n_begin + S.chunk);
+  double* du_it = du + it * Hd;
+  std::fill(du_it, du_it + Hd, 0.0);
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += S.tile) {
+    const int64_t T_ = std::min(S.tile, n_end - n0);
+    const auto tv = tile_view(in.V, b, n0, T_, sc.pack.data());
+    const T* zt = in.hidden != nullptr ? in.hidden + (b * N + n0) * Hd : sc.z.data();
+    if (in.hidden == nullptr) hidden_tile(in.P, in.pk, tv, T_, Dc, Hd, sc.z.data());
+    if (in.x3) sc.xt->begin(T_);
+    const bool clean = backward_cells(in, sc, tv, zt, sc.z.data(), T_, b, n0, 0, du_it);
+    const bool done = bf16x3_gemms(
+        in, sc, T_, clean, [&] { return split_for_bf16x3(sc, tv, 0, T_); }, [&](auto&& f) { f(b, n0, T_, 0); });
+    if (!done) {
+      if (in.need.context) dv_fp32(in, sc, sc.z.data(), T_, b, n0, 0);
+      if (in.need.w1c) add_dw1c_tile(tv, sc.z.data(), T_, Dc, Hd, sc.dW1c);
+    }
+  }
+}
+
+// Group g's items into its partials: dW1c (Hd * Dc) and dw2, dgamma, dbeta (3 * Hd); du per item.
+template <typename T>
+void backward_group(const BackwardInputs<T>& in, BackwardScratch<T>& sc, int64_t g, double* du, T* partials,
+                    double* vec_partials) {
+  const Split& S = in.S;
+  const int64_t Dc = in.V.Dc, Hd = in.Hd;
+  sc.dW1c = partials + g * Hd * Dc;  // (Hd, Dc); the W1f part is done outside from du
+  sc.dw2 = vec_partials + g * 3 * Hd;
+  sc.dgamma = sc.dw2 + Hd;
+  sc.dbeta = sc.dgamma + Hd;
+  std::fill(sc.dW1c, sc.dW1c + Hd * Dc, T(0));
+  std::fill(sc.dw2, sc.dw2 + 3 * Hd, 0.0);
+  sc.x3_used_ct = sc.x3_used_tc = false;
+  auto [first, last] = group_items(S, g);
+  for (int64_t it = first; it < last;) {
+    const int64_t nb = std::min(S.batch, last - it);
+    if (nb > 1) {  // items are whole batch elements (chunks == 1), each a single tile
+      backward_batch_tile(in, sc, it, nb, du);
+      it += nb;
+    } else {
+      backward_chunk(in, sc, it, du);
+      ++it;
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (sc.x3_used_ct) bf16x3::scale_add_dw1c(sc.x3_acc_ct.data(), true, in.x3_c, Hd, Dc, sc.dW1c);
+    if (sc.x3_used_tc) bf16x3::scale_add_dw1c(sc.x3_acc_tc.data(), false, in.x3_c, Hd, Dc, sc.dW1c);
+  }
+}
+
 template <typename T>
 void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t Hd, const Split& S,
                      const T* gp /* (B, Dc) */, const T* ga /* (B, N) */, const T* glse /* (B) */,
@@ -402,221 +707,24 @@ void backward_kernel(const Cells<T>& V, const Params<T>& P, int64_t B, int64_t H
                      const T* hidden /* (B, N, Hd): z saved by the forward, or nullptr: recompute */,
                      BackwardNeeds need, GradContext<T> dctx, double* du /* (items, Hd) */,
                      T* partials /* (groups, Hd * Dc) */, double* vec_partials /* (groups, 3 * Hd) */) {
-  using R = double;
   const int64_t N = V.N, Dc = V.Dc;
-  const bool bn = P.scale != nullptr;
-  const T* a_saved = static_cast<const T*>(sg.attn);
-  T* delta = static_cast<T*>(sg.delta);
+  const T* delta = static_cast<const T*>(sg.delta);
   const T* t_pre = static_cast<const T*>(sg.t);
   // With saved attn, a batch element in one tile forms delta inside its step; else a pre-pass.
   if (t_pre != nullptr)
-    softmax_grad_prepass(V, S, B, gp, ga, static_cast<const T*>(sg.attn_delta), glse, static_cast<T*>(sg.t), delta);
+    softmax_grad_prepass(V, S, B, gp, ga, static_cast<const T*>(sg.attn_delta), glse, static_cast<T*>(sg.t),
+                         static_cast<T*>(sg.delta));
   const W1cPacks pk = make_packs(P, S, N, Dc, Hd, need.context, dctx.cells_major);
-  // float32 on AMX: the dV and dW1c GEMMs of every clean tile in exact bf16x3 (gla_bf16x3.h).
-  bool x3 = false;
-  std::vector<float> x3_c;  // c_k = w2_k (times g_k with the folded BatchNorm)
+  // float32 on AMX: the dV and dW1c GEMMs of every clean tile in exact bf16x3 (bf16x3.h, docs/gla.md X1-X3).
+  std::vector<float> x3_c;
   bf16x3::Weights x3_w;
-  if constexpr (std::is_same_v<T, float>) {
-    x3 = P.finite && bf16x3::usable(Dc, Hd);
-    if (x3) {
-      x3_c.resize(Hd);
-      for (int64_t k = 0; k < Hd; ++k) x3_c[k] = P.w2[k] * (bn ? P.scale[k] : 1.f);
-      // NCHW dcontext: dV^T (Dc, cells) from the GEMM when the tile is one batch element's cells
-      // (their rows are contiguous); for batched tiles of small maps (7x7), dV (cells, Dc) and a
-      // strided write measured faster (Xeon/AMX, 2 threads: 1.51 vs 1.40x; 56x56: 1.30 vs 1.42x).
-      const bool dv_t = !dctx.cells_major && S.batch == 1;
-      if (need.context) x3_w = bf16x3::pack_weights(P.w1c, P.ldw, x3_c.data(), Hd, Dc, dv_t);
-      x3 = x3_w.finite;
-    }
-  }
-  const bool batched = S.batch > 1;
-  const int64_t max_cells = batched ? S.batch * N : S.tile;
+  const bool x3 = prepare_bf16x3(P, S, Dc, Hd, need, dctx.cells_major, x3_c, x3_w);
+  const BackwardInputs<T> in{V, P, S, Hd, gp, ga, glse, lse, static_cast<const T*>(sg.attn), t_pre, delta, hidden,
+                             need, dctx, pk, x3, x3_c.data(), x3_w};
+  const int64_t max_cells = S.batch > 1 ? S.batch * N : S.tile;
   at::parallel_for(0, S.groups, 1, [&](int64_t g0, int64_t g1) {
-    std::vector<T> z(Hd * S.tile), s(S.tile), ds(max_cells), a(max_cells);
-    std::vector<T> pack(V.layout == Layout::Packed ? Dc * S.tile : 0), tt(S.tile), sums(4 * Hd);
-    std::vector<T> zb(batched ? Hd * S.batch * N : 0);
-    std::vector<T> vb(batched && !batch_in_place(V) ? Dc * S.batch * N : 0);
-    std::optional<bf16x3::Tile> xt;
-    // Group sums of the dW1c GEMMs without c: (Dc, Hd) from channel-major tiles, (Hd, Dc) from
-    // cell-major ones (a group usually has one kind: each is zeroed on its first use in the
-    // group and added only if used); the dV GEMM's output (cells, Dc) or (Dc, padded cells).
-    std::vector<float> x3_acc_ct, x3_acc_tc;
-    bool x3_used_ct = false, x3_used_tc = false;
-    bf16x3::AlignedVector<float> x3_m;
-    if (x3) {
-      xt.emplace(max_cells, Dc, Hd);
-      x3_acc_ct.resize(need.w1c ? Dc * Hd : 0);
-      x3_acc_tc.resize(need.w1c ? Dc * Hd : 0);
-      x3_m.resize(need.context ? bf16x3::Tile::padded(max_cells) * Dc : 0);
-    }
-    T* dW1c = nullptr;
-    R *dw2 = nullptr, *dgamma = nullptr, *dbeta = nullptr;
-    // One batch element's cells [n0, n0 + T_) at row j0 of the tile: a, ds (into a_t, ds_t);
-    // z (T_, Hd) -> dz (T_, Hd) (may be z); vector sums; the bf16x3 mask rows. Returns whether
-    // every ds is finite.
-    auto step = [&](const TileView<T>& tv, const T* zt, T* dzt, int64_t T_, int64_t b, int64_t n0, int64_t j0,
-                    R* du_it) {
-      const T* u = P.u + b * Hd;
-      const T* gpb = gp + b * Dc;
-      T* at_ = a.data() + j0;
-      T* dst = ds.data() + j0;
-      if (a_saved != nullptr) {
-        std::copy(a_saved + b * N + n0, a_saved + b * N + n0 + T_, at_);
-      } else {
-        tile_scores(P, u, zt, T_, Hd, s.data());
-        for (int64_t j = 0; j < T_; ++j) at_[j] = std::exp(s[j] - lse[b]);
-      }
-      T d;
-      if (t_pre != nullptr) {
-        std::copy(t_pre + b * N + n0, t_pre + b * N + n0 + T_, tt.data());
-        d = delta[b];
-      } else {
-        // attn given and the whole of b is this tile (T_ == N)
-        tile_gv(tv, gpb, T_, Dc, tt.data());
-        for (int64_t j = 0; j < T_; ++j) tt[j] += ga[b * N + n0 + j];
-        double acc = 0;
-        for (int64_t j = 0; j < T_; ++j) acc += double(at_[j]) * double(tt[j]);
-        d = T(acc) - glse[b];
-      }
-      bool finite = true;
-      for (int64_t j = 0; j < T_; ++j) {
-        dst[j] = at_[j] * (tt[j] - d);
-        finite = finite && std::isfinite(dst[j]);
-      }
-      if constexpr (std::is_same_v<T, float>) {
-        if (x3 && finite) xt->mask(zt, u, P.scale, P.shift, j0, T_);  // before dz overwrites z
-      }
-      // tile sums in T, then into the double accumulators.
-      tile_dz(P, u, dst, zt, dzt, T_, Hd, sums.data());
-      for (int64_t k = 0; k < Hd; ++k) {
-        dw2[k] += R(sums[k]);
-        du_it[k] += R(sums[3 * Hd + k]);
-      }
-      if (bn) {
-        for (int64_t k = 0; k < Hd; ++k) {
-          dgamma[k] += R(sums[Hd + k]);
-          dbeta[k] += R(sums[2 * Hd + k]);
-        }
-      }
-      return finite;
-    };
-    // dV of batch element b's cells [n0, n0 + T_) (tile row j0) from dz, in float32 GEMMs:
-    // dV_tile = dZ (T_ x Hd) W1c (Hd x Dc) + a gp^T, written in place in either layout.
-    auto dv_fp32 = [&](const T* dzt, int64_t T_, int64_t b, int64_t n0, int64_t j0) {
-      T* out = dv_tile(P, pk, dctx, dzt, T_, b, n0, Dc, Hd);
-      tile_outer(out, dctx.cells_major ? Dc : dctx.N, dctx.cells_major, gp + b * Dc, a.data() + j0, T_, Dc);
-    };
-    auto add_dw1c = [&](const TileView<T>& tv, const T* dz, int64_t T_) {
-      if (need.w1c) add_dw1c_tile(tv, dz, T_, Dc, Hd, dW1c);
-    };
-    // The tile's two GEMMs in bf16x3 when every ds and Y_i = ds_i v_i is finite. `split` hands
-    // the tile's cells to xt->split_ct / split_tc and says which; `parts` visits the tile's
-    // (b, n0, T_, j0) for the dV writes. Returns whether it did them (dW1c into x3_acc_*).
-    auto gemms_x3 = [&](int64_t cells, bool clean, auto&& split, auto&& parts) {
-      if constexpr (std::is_same_v<T, float>) {
-        if (!x3 || !clean) return false;
-        if (need.w1c) {
-          const bool ct = split();
-          auto& acc = ct ? x3_acc_ct : x3_acc_tc;
-          bool& used = ct ? x3_used_ct : x3_used_tc;
-          if (!used) std::fill(acc.begin(), acc.end(), 0.f);
-          used = true;
-          if (!xt->add_dw1c(ct, acc.data())) return false;
-        }
-        if (need.context) {
-          xt->dv(x3_w, x3_m.data());
-          const bool cm = dctx.cells_major;
-          // m: (cells, Dc), or (Dc, padded cells) when the weights were packed channel-major
-          const int64_t mj = x3_w.channel_major ? 1 : Dc, mc = x3_w.channel_major ? bf16x3::Tile::padded(cells) : 1;
-          parts([&](int64_t b, int64_t n0, int64_t T_, int64_t j0) {
-            T* out = dctx.data + b * dctx.sb + (cm ? n0 * Dc : n0);
-            tile_dv_write(out, cm ? Dc : dctx.N, cm, x3_m.data() + j0 * mj, mj, mc, ds.data() + j0, a.data() + j0,
-                          gp + b * Dc, T_, Dc);
-          });
-        }
-        return true;
-      } else {
-        return false;
-      }
-    };
-    // The tile view's cells to the bf16x3 split; returns whether they were channel-major.
-    auto split_view = [&](const TileView<T>& tv, int64_t j0, int64_t n) {
-      if constexpr (std::is_same_v<T, float>) {
-        if (tv.ct) xt->split_ct(tv.p, tv.ld, ds.data() + j0, j0, n);
-        else xt->split_tc(tv.p, tv.ld, ds.data());
-      }
-      return tv.ct;
-    };
-    for (int64_t g = g0; g < g1; ++g) {
-      dW1c = partials + g * Hd * Dc;  // (Hd, Dc); the W1f part is done outside from du
-      dw2 = vec_partials + g * 3 * Hd;
-      dgamma = dw2 + Hd;
-      dbeta = dgamma + Hd;
-      std::fill(dW1c, dW1c + Hd * Dc, T(0));
-      std::fill(dw2, dw2 + 3 * Hd, R(0));
-      x3_used_ct = x3_used_tc = false;
-      auto [first, last] = group_items(S, g);
-      for (int64_t it = first; it < last;) {
-        const int64_t nb = std::min(S.batch, last - it);
-        if (nb > 1) {  // items are whole batch elements (chunks == 1), each a single tile
-          // The batch's cells as one GEMM operand: a copy unless in place. The bf16x3 path with a
-          // saved z reads each element in place instead, and copies only if it falls back.
-          const bool lazy = x3 && hidden != nullptr && V.layout != Layout::TC;
-          TileView<T> tvb{nullptr, 0, true};
-          if (!lazy) tvb = batch_view(V, it, nb, vb.data(), pack.data());
-          auto element = [&](int64_t i) { return lazy ? tile_view(V, it + i, 0, N, pack.data()) : sub_view(tvb, i * N); };
-          const T* zt = hidden != nullptr ? hidden + it * N * Hd : zb.data();
-          if (hidden == nullptr) hidden_tile(P, pk, tvb, nb * N, Dc, Hd, zb.data());
-          if (x3) xt->begin(nb * N);
-          bool clean = true;
-          for (int64_t i = 0; i < nb; ++i) {
-            R* du_it = du + (it + i) * Hd;
-            std::fill(du_it, du_it + Hd, R(0));
-            clean = step(element(i), zt + i * N * Hd, zb.data() + i * N * Hd, N, it + i, 0, i * N, du_it) && clean;
-          }
-          const bool done = gemms_x3(
-              nb * N, clean,
-              [&] {
-                if (!lazy) return split_view(tvb, 0, nb * N);
-                for (int64_t i = 0; i < nb; ++i) split_view(element(i), i * N, N);
-                return true;  // tile_view of a CT or Packed layout is channel-major
-              },
-              [&](auto&& f) {
-                for (int64_t i = 0; i < nb; ++i) f(it + i, 0, N, i * N);
-              });
-          if (!done) {
-            if (need.context)
-              for (int64_t i = 0; i < nb; ++i) dv_fp32(zb.data() + i * N * Hd, N, it + i, 0, i * N);
-            if (need.w1c) add_dw1c(lazy ? batch_view(V, it, nb, vb.data(), pack.data()) : tvb, zb.data(), nb * N);
-          }
-          it += nb;
-          continue;
-        }
-        const int64_t b = it / S.chunks, n_begin = (it % S.chunks) * S.chunk;
-        const int64_t n_end = std::min(N, n_begin + S.chunk);
-        R* du_it = du + it * Hd;
-        std::fill(du_it, du_it + Hd, R(0));
-        for (int64_t n0 = n_begin; n0 < n_end; n0 += S.tile) {
-          const int64_t T_ = std::min(S.tile, n_end - n0);
-          const auto tv = tile_view(V, b, n0, T_, pack.data());
-          const T* zt = hidden != nullptr ? hidden + (b * N + n0) * Hd : z.data();
-          if (hidden == nullptr) hidden_tile(P, pk, tv, T_, Dc, Hd, z.data());
-          if (x3) xt->begin(T_);
-          const bool clean = step(tv, zt, z.data(), T_, b, n0, 0, du_it);
-          const bool done = gemms_x3(
-              T_, clean, [&] { return split_view(tv, 0, T_); }, [&](auto&& f) { f(b, n0, T_, 0); });
-          if (!done) {
-            if (need.context) dv_fp32(z.data(), T_, b, n0, 0);
-            add_dw1c(tv, z.data(), T_);
-          }
-        }
-        ++it;
-      }
-      if constexpr (std::is_same_v<T, float>) {
-        if (x3_used_ct) bf16x3::scale_add_dw1c(x3_acc_ct.data(), true, x3_c.data(), Hd, Dc, dW1c);
-        if (x3_used_tc) bf16x3::scale_add_dw1c(x3_acc_tc.data(), false, x3_c.data(), Hd, Dc, dW1c);
-      }
-    }
+    BackwardScratch<T> sc(in, max_cells);
+    for (int64_t g = g0; g < g1; ++g) backward_group(in, sc, g, du, partials, vec_partials);
     if (x3) bf16x3::Tile::release();
   });
 }

@@ -1,4 +1,5 @@
-// Fused encoder block BatchNorm2d (training statistics) -> ReLU -> MaxPool2d(2), CPU kernels.
+// Fused encoder block BatchNorm2d (training statistics) -> ReLU -> MaxPool2d(2), CPU kernels
+// (docs/bn_relu_pool.md).
 //
 // Maths (per channel c, n = N*H*W values):
 //   mean = sum(x)/n, var = sum((x-mean)^2)/n (biased), invstd = 1/sqrt(var+eps)
@@ -24,8 +25,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../layout.h"
-#include "vec_common.h"
+#include "common/layout.h"
+#include "common/vec_common.h"
 
 namespace {
 

@@ -19,6 +19,9 @@ GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -
 # exact zero gradients and the differentiable lse of the Triton op, the hidden-layer statistics op.
 GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST2_S:-120} python3 -m pytest -q -p no:cacheprovider --timeout=60 -rfE \
   tests/ops/test_triton.py -k "exact_zero or grad_lse" 2>&1 | tee "$OUT/pytest_gpu_extra.log" | tail -15
+# The host path: ATen calls and host vs wall time per fused op (the sync-free and CUDA-graph
+# capture tests, tests/ops/gla/test_host_path_gpu.py, ran with -m gpu above).
+timeout ${OVERHEAD_S:-90} python3 -m bench.overhead --device cuda --json "$OUT/overhead_cuda.json" 2>&1 | tee "$OUT/bench_overhead.log" | tail -20
 timeout ${MODEL_S:-150} python3 -m bench.model --device cuda --quick --json "$OUT/model_cuda.json" 2>&1 | tee "$OUT/bench_model.log" | tail -30
 timeout ${GLA_S:-150} python3 -m bench.gla --device cuda --quick --json "$OUT/gla_cuda.json" 2>&1 | tee "$OUT/bench_gla.log" | tail -40
 timeout ${PROBE_S:-120} python3 -m bench.gla --probe 2>&1 | tee "$OUT/gla_probe.log" | tail -60

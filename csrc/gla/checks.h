@@ -78,14 +78,16 @@ inline GlaDims check_gla_stats_args(const at::Tensor& face, const at::Tensor& co
 }
 
 // The backward's own arguments (the forward's are checked by check_gla_args).
-inline void check_gla_backward_args(const GlaDims& d, const at::Tensor& grad_pooled,
-                                    const at::Tensor& grad_attn, const at::Tensor& grad_lse,
-                                    const at::Tensor& attn, const at::Tensor& lse) {
-  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({d.B, d.Dc}),
-              "glamor_fast: `grad_pooled` must be (B, Dc), got ", grad_pooled.sizes());
-  TORCH_CHECK(grad_attn.numel() == d.B * d.N && attn.numel() == d.B * d.N,
+// The output gradients are optional: a missing one is zero.
+inline void check_gla_backward_args(const GlaDims& d, const c10::optional<at::Tensor>& grad_pooled,
+                                    const c10::optional<at::Tensor>& grad_attn,
+                                    const c10::optional<at::Tensor>& grad_lse, const at::Tensor& attn,
+                                    const at::Tensor& lse) {
+  TORCH_CHECK(!grad_pooled.has_value() || grad_pooled->sizes() == at::IntArrayRef({d.B, d.Dc}),
+              "glamor_fast: `grad_pooled` must be (B, Dc), got ", grad_pooled->sizes());
+  TORCH_CHECK((!grad_attn.has_value() || grad_attn->numel() == d.B * d.N) && attn.numel() == d.B * d.N,
               "glamor_fast: `grad_attn` and `attn` must have B*H*W elements");
-  TORCH_CHECK(lse.numel() == d.B && grad_lse.numel() == d.B,
+  TORCH_CHECK(lse.numel() == d.B && (!grad_lse.has_value() || grad_lse->numel() == d.B),
               "glamor_fast: `lse` and `grad_lse` must have B elements");
 }
 

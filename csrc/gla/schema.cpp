@@ -12,11 +12,11 @@ TORCH_LIBRARY_FRAGMENT(glamor_fast, m) {
       "gla_forward(Tensor face, Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
       "Tensor? hidden_scale, Tensor? hidden_shift, bool save_hidden=False) -> "
       "(Tensor pooled, Tensor attn, Tensor lse, Tensor hidden)");
-  // Gradients of the 8 inputs given those of (pooled, attn, lse). needs_grad[i] false skips the
-  // work of input i and returns an empty (0,) tensor in its place. hidden: the forward's, or
-  // None / (0,): recomputed.
+  // Gradients of the 8 inputs given those of (pooled, attn, lse), each optional (None: zero).
+  // needs_grad[i] false skips the work of input i and returns an empty (0,) tensor in its
+  // place. hidden: the forward's, or None / (0,): recomputed.
   m.def(
-      "gla_backward(Tensor grad_pooled, Tensor grad_attn, Tensor grad_lse, Tensor face, "
+      "gla_backward(Tensor? grad_pooled, Tensor? grad_attn, Tensor? grad_lse, Tensor face, "
       "Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? hidden_scale, "
       "Tensor? hidden_shift, Tensor pooled, Tensor attn, Tensor lse, Tensor? hidden, "
       "bool[8] needs_grad) -> "

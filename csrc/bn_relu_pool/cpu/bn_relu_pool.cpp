@@ -357,7 +357,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_backward_cpu(
   }
   TORCH_CHECK(idx_in.scalar_type() == at::kByte, "bn_relu_pool_backward: idx must be uint8");
   const bool cl = glamor_fast::is_channels_last(x_in);
-  const at::Tensor x = to_cl(x_in), dy = to_cl(grad_y_in.to(x_in.scalar_type())), y = to_cl(y_in);
+  // No ATen call for inputs already in the kernels' dtype and layout (the channels_last training path).
+  const at::Tensor dy_st = grad_y_in.scalar_type() == x_in.scalar_type() ? grad_y_in : grad_y_in.to(x_in.scalar_type());
+  const at::Tensor x = to_cl(x_in), dy = to_cl(dy_st), y = to_cl(y_in);
   const at::Tensor idx = to_cl(idx_in), xp = to_cl(xp_in);
   at::Tensor dx = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   at::Tensor dgamma = at::empty({C}, weight_in.options());
@@ -365,9 +367,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_backward_cpu(
   const int64_t pooled_rows = N * OH * OW;
   const double n = double(N * H * W);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_relu_pool_backward", [&] {
-    const at::Tensor mean_c = mean_in.to(x.scalar_type()).contiguous();
-    const at::Tensor var_c = var_in.to(at::kDouble).contiguous();
-    const at::Tensor w_c = weight_in.to(at::kDouble).contiguous();
+    TORCH_CHECK(mean_in.scalar_type() == x.scalar_type() && var_in.scalar_type() == x.scalar_type() &&
+                    weight_in.scalar_type() == x.scalar_type(),
+                "bn_relu_pool_backward: mean, var and weight must have x's dtype ", x.scalar_type());
+    const at::Tensor mean_c = mean_in.contiguous(), var_c = var_in.contiguous(), w_c = weight_in.contiguous();
     const scalar_t* mean = mean_c.const_data_ptr<scalar_t>();
     const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
     const scalar_t* yd = y.const_data_ptr<scalar_t>();
@@ -380,8 +383,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_backward_cpu(
     scalar_t* dg = dgamma.data_ptr<scalar_t>();
     scalar_t* db = dbeta.data_ptr<scalar_t>();
     for (int64_t c = 0; c < C; ++c) {
-      const double invstd = 1.0 / std::sqrt(var_c.const_data_ptr<double>()[c] + eps);
-      const double g = w_c.const_data_ptr<double>()[c];
+      const double invstd = 1.0 / std::sqrt(double(var_c.const_data_ptr<scalar_t>()[c]) + eps);
+      const double g = double(w_c.const_data_ptr<scalar_t>()[c]);
       const double dbeta_c = S1[c], dgamma_c = S2[c] * invstd;
       dg[c] = scalar_t(dgamma_c);
       db[c] = scalar_t(dbeta_c);

@@ -31,6 +31,7 @@
 #include "bf16x3.h"
 #include "gla/checks.h"
 #include "gla/host.h"
+#include "host_cpu.h"
 #include "tiles.h"
 
 namespace glamor_fast {
@@ -737,30 +738,115 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
   const auto d = check_gla_args(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift,
                                 c10::DeviceType::CPU);
   const auto ct = compute_type(context.scalar_type());
-  auto opts = context.options().dtype(ct);
-  auto pooled = at::empty({d.B, d.Dc}, opts);
-  auto attn = at::empty({d.B, d.H, d.W}, opts);
+  const auto opts = context.options().dtype(ct);
+  // The four results are the only ATen calls (host_cpu.h).
+  auto pooled = at::empty({d.B, d.Dc}, context.options());
+  auto attn = at::empty({d.B, d.H, d.W}, context.options());
   auto lse = at::empty({d.B}, opts);
   auto hidden = save_hidden ? at::empty({d.B, d.N, d.Hd}, opts) : at::empty({0}, opts);
   if (d.B > 0) {
-    auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
     AT_DISPATCH_FLOATING_TYPES(ct, "gla_forward_cpu", [&] {
-      auto V = describe_cells<scalar_t>(p.context);
-      auto P = make_params<scalar_t>(p, d.Df);
+      host_cpu::Temps tmp;
+      const auto P = host_cpu::params<scalar_t>(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d, tmp);
+      auto V = describe_cells<scalar_t>(context);
       auto S = make_split(d.B, d.N, d.Dc, d.Hd, sizeof(scalar_t));
-      forward_kernel<scalar_t>(V, P, d.B, d.Hd, S, pooled.data_ptr<scalar_t>(),
-                               attn.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
+      scalar_t* pooled_p = host_cpu::target<scalar_t>(pooled, tmp);
+      scalar_t* attn_p = host_cpu::target<scalar_t>(attn, tmp);
+      forward_kernel<scalar_t>(V, P, d.B, d.Hd, S, pooled_p, attn_p, lse.data_ptr<scalar_t>(),
                                save_hidden ? hidden.data_ptr<scalar_t>() : nullptr);
+      host_cpu::emit(pooled, pooled_p);
+      host_cpu::emit(attn, attn_p);
     });
   }
-  const auto st = context.scalar_type();
-  return {pooled.to(st), attn.to(st), lse, hidden};
+  return {pooled, attn, lse, hidden};
 }
+
+namespace {
+// The op's 8 gradients (an empty (0,) tensor where not needed) from the kernel's results in the
+// compute type: dface = dU W1f, dW1 = [dU^T face, sum of the groups' dW1c], db1 = sum_b dU,
+// db2 = sum_b g_lse (scores are shift invariant inside the softmax; "+ 0 * sum(dU)" keeps db2
+// non-finite where the other gradients are, as PyTorch's would be), dw2 / dgamma / dbeta from
+// the groups' per-unit sums. Fixed-order loops: chunks of each b, then groups.
+template <typename T>
+host::Grads assemble_grads_cpu(const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1,
+                               const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                               const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
+                               const GlaDims& d, const gla_tiles::Params<T>& P, const Split& S, const T* glse,
+                               const double* du, const T* partials, const double* vec_partials, const at::Tensor& dctx,
+                               const T* dctx_p, const std::array<bool, 8>& needs, host_cpu::Temps& tmp) {
+  auto none = [&] { return at::empty({0}, context.options()); };
+  auto like = [&](const at::Tensor& t, bool n) { return n ? at::empty(t.sizes(), t.options()) : none(); };
+  const bool bn = scale.has_value();
+  at::Tensor g_face = like(face, needs[0]), g_w1 = like(w1, needs[2]), g_b1 = like(b1, needs[3]);
+  at::Tensor g_w2 = like(w2, needs[4]), g_b2 = like(b2, needs[5]);
+  at::Tensor g_scale = bn ? like(*scale, needs[6]) : none(), g_shift = bn ? like(*shift, needs[7]) : none();
+  T* dU = tmp.take<T>(d.B * d.Hd);  // dL/du (B, Hd)
+  for (int64_t b = 0; b < d.B; ++b) {
+    for (int64_t k = 0; k < d.Hd; ++k) {
+      double acc = 0;
+      for (int64_t c = 0; c < S.chunks; ++c) acc += du[(b * S.chunks + c) * d.Hd + k];
+      dU[b * d.Hd + k] = static_cast<T>(acc);
+    }
+  }
+  const int64_t ldw = d.Df + d.Dc;
+  if (needs[0]) {  // dface^T (Df x B) = W1f^T (Df x Hd) dU^T (Hd x B), column-major
+    T* out = host_cpu::target<T>(g_face, tmp);
+    gemm<T>(false, false, d.Df, d.B, d.Hd, T(1), P.w1c - d.Df, ldw, dU, d.Hd, T(0), out, d.Df);
+    host_cpu::emit(g_face, out);
+  }
+  if (needs[2]) {
+    T* out = host_cpu::target<T>(g_w1, tmp);
+    // dW1f^T (Df x Hd, ld Df + Dc) = face^T (Df x B) dU (B x Hd), column-major
+    gemm<T>(false, true, d.Df, d.Hd, d.B, T(1), host_cpu::as_compute<T>(face, tmp), d.Df, dU, d.Hd, T(0), out, ldw);
+    for (int64_t k = 0; k < d.Hd; ++k) {
+      T* row = out + k * ldw + d.Df;
+      std::copy(partials + k * d.Dc, partials + (k + 1) * d.Dc, row);
+      for (int64_t g = 1; g < S.groups; ++g) {
+        const T* part = partials + g * d.Hd * d.Dc + k * d.Dc;
+        for (int64_t c = 0; c < d.Dc; ++c) row[c] += part[c];
+      }
+    }
+    host_cpu::emit(g_w1, out);
+  }
+  if (needs[3]) {
+    T* out = host_cpu::target<T>(g_b1, tmp);
+    for (int64_t k = 0; k < d.Hd; ++k) {
+      T acc = 0;
+      for (int64_t b = 0; b < d.B; ++b) acc += dU[b * d.Hd + k];
+      out[k] = acc;
+    }
+    host_cpu::emit(g_b1, out);
+  }
+  if (needs[5]) {
+    T s = 0, z = 0;
+    for (int64_t b = 0; b < d.B; ++b) s += glse[b];
+    for (int64_t i = 0; i < d.B * d.Hd; ++i) z += dU[i];
+    T* out = host_cpu::target<T>(g_b2, tmp);
+    out[0] = s + z * T(0);
+    host_cpu::emit(g_b2, out);
+  }
+  const std::array<at::Tensor*, 3> vec_out{&g_w2, &g_scale, &g_shift};
+  const std::array<bool, 3> vec_need{needs[4], bn && needs[6], bn && needs[7]};
+  for (int v = 0; v < 3; ++v) {
+    if (!vec_need[v]) continue;
+    T* out = host_cpu::target<T>(*vec_out[v], tmp);
+    for (int64_t k = 0; k < d.Hd; ++k) {
+      double acc = vec_partials[v * d.Hd + k];
+      for (int64_t g = 1; g < S.groups; ++g) acc += vec_partials[g * 3 * d.Hd + v * d.Hd + k];
+      out[k] = static_cast<T>(acc);
+    }
+    host_cpu::emit(*vec_out[v], out);
+  }
+  at::Tensor g_ctx = needs[1] ? dctx : none();
+  if (needs[1]) host_cpu::emit(g_ctx, dctx_p);
+  return {g_face, g_ctx, g_w1, g_b1, g_w2, g_b2, g_scale, g_shift};
+}
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
-gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
-                 const at::Tensor& grad_lse, const at::Tensor& face, const at::Tensor& context,
+gla_backward_cpu(const c10::optional<at::Tensor>& grad_pooled, const c10::optional<at::Tensor>& grad_attn,
+                 const c10::optional<at::Tensor>& grad_lse, const at::Tensor& face, const at::Tensor& context,
                  const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                  const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
                  const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
@@ -777,65 +863,55 @@ gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                 d.N, ", ", d.Hd, ") tensor of dtype ", compute_type(context.scalar_type()), ", got ",
                 hidden->sizes(), " ", hidden->scalar_type());
   }
-  const bool bn = hidden_scale.has_value();
   const auto st = context.scalar_type();
   const auto ct = compute_type(st);
-  auto opts = context.options().dtype(ct);
   const bool need_ctx = needs_grad[1], need_w1 = needs_grad[2];
   const bool need_any = std::any_of(needs_grad.begin(), needs_grad.end(), [](bool x) { return x; });
   if (!need_any || d.B == 0) {
     return host::zero_grads(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, needs_grad);
   }
-  auto p = prepare(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d);
-  auto gp = grad_pooled.to(ct).contiguous();
-  auto ga = grad_attn.reshape({d.B, d.N}).to(ct).contiguous();
-  auto glse = grad_lse.to(ct).contiguous();
-  auto lse_c = lse.to(ct).contiguous();
-  // The kernel forms delta from attn and the per-cell terms ds uses (exact zeros; see
-  // SoftmaxGrad). 16-bit: ds recomputes a in float32, delta uses the rounded attn.
-  const bool a_saved = st == ct;
-  const at::Tensor a_c = attn.reshape({d.B, d.N}).to(ct).contiguous();
-  const at::Tensor delta = at::empty({d.B}, opts);
-
   // dcontext in the layout the kernel writes directly: channels_last stays channels_last.
-  const at::Tensor dctx = need_ctx ? host::empty_grad_context(context, d, ct) : at::Tensor();
-  at::Tensor dU, dW1c, dw2, dgamma, dbeta;
+  const at::Tensor dctx = need_ctx ? host::empty_grad_context(context, d, st) : at::Tensor();
+  host::Grads grads;
   AT_DISPATCH_FLOATING_TYPES(ct, "gla_backward_cpu", [&] {
-    auto V = describe_cells<scalar_t>(p.context);
-    auto P = make_params<scalar_t>(p, d.Df);
-    auto S = make_split(d.B, d.N, d.Dc, d.Hd, sizeof(scalar_t));
-    auto dopts = opts.dtype(at::kDouble);
-    auto du = at::empty({S.items, d.Hd}, dopts);
-    auto partials = at::empty({S.groups, d.Hd * d.Dc}, opts);
-    auto vec_partials = at::empty({S.groups, 3 * d.Hd}, dopts);
+    using T = scalar_t;
+    host_cpu::Temps tmp;
+    const auto P = host_cpu::params<T>(face, w1, b1, w2, b2, hidden_scale, hidden_shift, d, tmp);
+    // Missing output gradients are zeros (autograd passes None for outputs that got none).
+    auto grad_or_zeros = [&](const c10::optional<at::Tensor>& g, int64_t n) -> const T* {
+      if (g.has_value()) return host_cpu::as_compute<T>(*g, tmp);
+      T* z = tmp.take<T>(n);
+      std::fill(z, z + n, T(0));
+      return z;
+    };
+    const T* gp = grad_or_zeros(grad_pooled, d.B * d.Dc);
+    const T* ga = grad_or_zeros(grad_attn, d.B * d.N);
+    const T* glse = grad_or_zeros(grad_lse, d.B);
+    const T* lse_c = host_cpu::as_compute<T>(lse, tmp);
+    // The kernel forms delta from attn and the per-cell terms ds uses (exact zeros; see
+    // SoftmaxGrad). 16-bit: ds recomputes a in float32, delta uses the rounded attn.
+    const bool a_saved = st == ct;
+    const T* a_c = host_cpu::as_compute<T>(attn, tmp);
+    T* delta = tmp.take<T>(d.B);
+    auto V = describe_cells<T>(context);
+    auto S = make_split(d.B, d.N, d.Dc, d.Hd, sizeof(T));
+    double* du = tmp.take<double>(S.items * d.Hd);
+    T* partials = tmp.take<T>(S.groups * d.Hd * d.Dc);
+    double* vec_partials = tmp.take<double>(S.groups * 3 * d.Hd);
     BackwardNeeds need{need_ctx, need_w1};
     const bool dv_ct = !need_ctx || dctx.is_contiguous();
     const bool whole_b = S.chunks == 1 && S.tile >= d.N;  // every b in one tile
-    at::Tensor t_pre = !a_saved || !whole_b ? at::empty({d.B, d.N}, opts) : at::Tensor();
-    SoftmaxGrad sg{a_saved ? a_c.data_ptr() : nullptr, a_c.data_ptr(),
-                   t_pre.defined() ? t_pre.data_ptr() : nullptr, delta.data_ptr()};
-    backward_kernel<scalar_t>(V, P, d.B, d.Hd, S, gp.data_ptr<scalar_t>(),
-                              ga.data_ptr<scalar_t>(), glse.data_ptr<scalar_t>(),
-                              lse_c.data_ptr<scalar_t>(), sg,
-                              saved_z ? hidden->data_ptr<scalar_t>() : nullptr, need,
-                              GradContext<scalar_t>{need_ctx ? dctx.data_ptr<scalar_t>() : nullptr,
-                                                    need_ctx ? dctx.stride(0) : 0, !dv_ct, d.N},
-                              du.data_ptr<double>(),
-                              partials.data_ptr<scalar_t>(), vec_partials.data_ptr<double>());
-    // Fixed-order reductions: chunks of each b, then groups.
-    dU = du.view({d.B, S.chunks, d.Hd}).sum(1).to(ct);
-    auto total = partials[0].clone();
-    for (int64_t g = 1; g < S.groups; ++g) total.add_(partials[g]);
-    dW1c = total.view({d.Hd, d.Dc});
-    auto vec_total = vec_partials[0].clone();
-    for (int64_t g = 1; g < S.groups; ++g) vec_total.add_(vec_partials[g]);
-    vec_total = vec_total.to(ct);
-    dw2 = vec_total.narrow(0, 0, d.Hd).clone();  // outputs must not alias
-    dgamma = vec_total.narrow(0, d.Hd, d.Hd).clone();  // outputs must not alias
-    dbeta = vec_total.narrow(0, 2 * d.Hd, d.Hd).clone();  // outputs must not alias
+    T* t_pre = !a_saved || !whole_b ? tmp.take<T>(d.B * d.N) : nullptr;
+    SoftmaxGrad sg{a_saved ? a_c : nullptr, a_c, t_pre, delta};
+    T* dctx_p = need_ctx ? host_cpu::target<T>(dctx, tmp) : nullptr;
+    backward_kernel<T>(V, P, d.B, d.Hd, S, gp, ga, glse, lse_c, sg,
+                       saved_z ? hidden->data_ptr<T>() : nullptr, need,
+                       GradContext<T>{dctx_p, need_ctx ? dctx.stride(0) : 0, !dv_ct, d.N}, du, partials,
+                       vec_partials);
+    grads = assemble_grads_cpu<T>(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, d, P, S, glse, du,
+                                  partials, vec_partials, dctx, dctx_p, needs_grad, tmp);
   });
-  return host::assemble_grads(face, context, b2, grad_lse, p, d, dU, dW1c, dctx, dw2, dgamma, dbeta, bn,
-                              needs_grad);
+  return grads;
 }
 
 TORCH_LIBRARY_IMPL(glamor_fast, CPU, m) {

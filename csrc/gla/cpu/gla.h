@@ -23,8 +23,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cpu(
 // fixed at::get_num_threads().
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
-gla_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
-                 const at::Tensor& grad_lse, const at::Tensor& face, const at::Tensor& context,
+gla_backward_cpu(const c10::optional<at::Tensor>& grad_pooled, const c10::optional<at::Tensor>& grad_attn,
+                 const c10::optional<at::Tensor>& grad_lse, const at::Tensor& face, const at::Tensor& context,
                  const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                  const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
                  const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,

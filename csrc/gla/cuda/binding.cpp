@@ -98,8 +98,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_forward_cuda(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
-gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
-                  const at::Tensor& grad_lse, const at::Tensor& face, const at::Tensor& context,
+gla_backward_cuda(const c10::optional<at::Tensor>& grad_pooled_in, const c10::optional<at::Tensor>& grad_attn_in,
+                  const c10::optional<at::Tensor>& grad_lse_in, const at::Tensor& face, const at::Tensor& context,
                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                   const at::Tensor& b2, const c10::optional<at::Tensor>& hidden_scale,
                   const c10::optional<at::Tensor>& hidden_shift, const at::Tensor& pooled,
@@ -109,8 +109,15 @@ gla_backward_cuda(const at::Tensor& grad_pooled, const at::Tensor& grad_attn,
                                 c10::DeviceType::CUDA);
   TORCH_CHECK(!hidden.has_value() || hidden->numel() == 0,
               "glamor_fast: the CUDA backward recomputes the hidden layer; pass hidden=None");
-  check_gla_backward_args(d, grad_pooled, grad_attn, grad_lse, attn, lse);
+  check_gla_backward_args(d, grad_pooled_in, grad_attn_in, grad_lse_in, attn, lse);
   c10::cuda::CUDAGuard guard(context.device());
+  // A missing output gradient (autograd passes None for an output that got none) is zero.
+  auto given_or_zeros = [&](const c10::optional<at::Tensor>& g, at::IntArrayRef size, const at::Tensor& like) {
+    return g.has_value() ? *g : at::zeros(size, like.options());
+  };
+  const at::Tensor grad_pooled = given_or_zeros(grad_pooled_in, {d.B, d.Dc}, context);
+  const at::Tensor grad_attn = given_or_zeros(grad_attn_in, {d.B, d.H, d.W}, attn);
+  const at::Tensor grad_lse = given_or_zeros(grad_lse_in, {d.B}, lse);
   const bool bn = hidden_scale.has_value();
   const auto st = context.scalar_type();
   const auto at_ = compute_type(st);

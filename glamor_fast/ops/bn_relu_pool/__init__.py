@@ -92,8 +92,10 @@ def bn_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         y, mean, var = _triton_module().bn_relu_pool_triton(x, weight, bias, eps)
     if running_mean is not None and running_var is not None:
         n = x.shape[0] * x.shape[2] * x.shape[3]
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
-            unbiased = var.detach().to(running_var.dtype) * (n / (n - 1))
-            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+        with torch.no_grad():  # mean and var are non-differentiable outputs: no detach needed
+            if mean.dtype != running_mean.dtype:
+                mean, var = mean.to(running_mean.dtype), var.to(running_var.dtype)
+            # F.batch_norm's update, (1 - m) r + m s, as two foreach calls for both buffers
+            torch._foreach_mul_((running_mean, running_var), 1 - momentum)
+            torch._foreach_add_((running_mean, running_var), (mean, var * (n / (n - 1))), alpha=momentum)
     return y

@@ -7,8 +7,9 @@ kernels as ``glamor_fast::gla_forward_triton`` / ``gla_backward_triton`` in ``tr
     gla_forward(face, context, w1, b1, w2, b2, hidden_scale?, hidden_shift?, save_hidden=False)
         -> pooled (B, Dc), attn (B, H, W) [inputs' dtype], lse (B,) and hidden (B, N, Hd) or (0,)
            [float64 for float64 inputs, else float32]
-    gla_backward(grad_pooled, grad_attn, grad_lse, <the 8 inputs>, pooled, attn, lse, hidden?,
+    gla_backward(grad_pooled?, grad_attn?, grad_lse?, <the 8 inputs>, pooled, attn, lse, hidden?,
         needs_grad: 8 bools) -> the 8 input gradients, an empty (0,) tensor where not needed
+        (a missing output gradient is zero: autograd gives None for an output that got none)
 
 lse = log sum_i exp(s_i) is a differentiable output (d lse / d s_i = a_i). ``hidden`` is the
 hidden layer z = W1c v_ij (+ u) saved for the backward when ``save_hidden`` (cpp only; the GPU
@@ -40,7 +41,7 @@ FORWARD_SCHEMA = (
     "Tensor? hidden_scale, Tensor? hidden_shift, bool save_hidden=False) -> "
     "(Tensor pooled, Tensor attn, Tensor lse, Tensor hidden)")
 BACKWARD_SCHEMA = (
-    "(Tensor grad_pooled, Tensor grad_attn, Tensor grad_lse, Tensor face, "
+    "(Tensor? grad_pooled, Tensor? grad_attn, Tensor? grad_lse, Tensor face, "
     "Tensor context, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? hidden_scale, "
     "Tensor? hidden_shift, Tensor pooled, Tensor attn, Tensor lse, Tensor? hidden, "
     "bool[8] needs_grad) -> "
@@ -124,10 +125,6 @@ def input_grads(backward_op: Callable, saved, needs_input_grad, grad_pooled, gra
         needs[6] = needs[7] = False
     if torch.is_grad_enabled():  # create_graph=True: the backward op has no derivative
         return gla_reference_vjp(inputs, needs, grad_pooled, grad_attn, grad_lse)
-    # Autograd materialises missing output grads as zeros; guard for callers that do not.
-    grad_pooled = torch.zeros_like(pooled) if grad_pooled is None else grad_pooled
-    grad_attn = torch.zeros_like(attn) if grad_attn is None else grad_attn
-    grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
     args = (grad_pooled, grad_attn, grad_lse, *inputs, pooled, attn, lse,
             hidden if hidden.numel() > 0 else None, needs)
     # The kernels call ATen matmuls: autocast (if backward runs inside it) must not recast them.
@@ -150,6 +147,7 @@ def register(forward_name: str, backward_name: str) -> None:
 
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[3])  # hidden: saved activations, not a result
+        ctx.set_materialize_grads(False)  # the backward ops take None for a zero output gradient
         ctx.save_for_backward(*inputs[:8], *output)
 
     def backward(ctx, grad_pooled, grad_attn, grad_lse, _grad_hidden=None):
@@ -169,6 +167,7 @@ class _EagerGLA(torch.autograd.Function):
         out = forward_op(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, save)
         ctx.backward_op = backward_op
         ctx.mark_non_differentiable(out[3])  # hidden: saved activations, not a result
+        ctx.set_materialize_grads(False)  # the backward ops take None for a zero output gradient
         ctx.save_for_backward(face, context, w1, b1, w2, b2, hidden_scale, hidden_shift, *out)
         return out
 

@@ -180,7 +180,8 @@ def gla_backward(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b2
     """Fused GLA backward with the contract's arguments and results (``contract.BACKWARD_SCHEMA``):
     the 8 input gradients, an empty (0,) tensor where ``needs_grad`` says not needed.
 
-    d lse / d s_i = a_i, so g_lse enters as delta - g_lse and db2 = sum_b g_lse. Every reduction
+    A None output gradient is zero. d lse / d s_i = a_i, so g_lse enters as delta - g_lse and
+    db2 = sum_b g_lse. Every reduction
     runs in a fixed order, so the result is bitwise reproducible. dW1c = dz^T V and dV = a gp^T +
     dz W1c are cuBLAS matmuls over a (B * N, Hd) dz workspace (fp32 for fp32 inputs, else the
     inputs' dtype) that lives for the duration of this call.
@@ -197,7 +198,8 @@ def gla_backward(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b2
     need_bn = (bool(needs_grad[6]) or bool(needs_grad[7])) and has_bn
     out = [context.new_empty((0,)) for _ in range(8)]  # outputs may not alias
     if need_b2:  # softmax is shift invariant: only lse depends on b2
-        out[5] = grad_lse.to(torch.float32).sum().to(dtype).reshape(b2.shape)
+        out[5] = (grad_lse.to(torch.float32).sum().to(dtype).reshape(b2.shape) if grad_lse is not None
+                  else torch.zeros_like(b2))
     need_du = need_face or need_w1 or need_b1
     if not (need_ctx or need_w1 or need_du or need_w2 or need_bn):
         return out
@@ -205,7 +207,8 @@ def gla_backward(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b2
     probs = attn.reshape(B, N)  # the saved softmax, in the inputs' dtype (the kernels read it as fp32)
     u = _face_projection(face, w1, b1)
 
-    gp = grad_pooled.to(torch.float32).contiguous()
+    gp = (grad_pooled.to(torch.float32).contiguous() if grad_pooled is not None
+          else torch.zeros(B, Dc, **f32))
     has_ga = grad_attn is not None
     ga = grad_attn.reshape(B, N).to(torch.float32).contiguous() if has_ga else gp  # gp: never read
     g = torch.empty(B, N, **f32)
@@ -226,7 +229,8 @@ def gla_backward(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b2
         K._gla_delta_kernel[(B,)](
             context, probs, gp, ga, g, delta, N, W, Dc, Hd, *context.stride(),
             HAS_GA=has_ga, BLOCK_H=block_h)
-        delta -= grad_lse.reshape(B).to(torch.float32)
+        if grad_lse is not None:
+            delta -= grad_lse.reshape(B).to(torch.float32)
         K._gla_bwd_kernel[(B, S)](
             context, w1, u, w2c, scale, shift, probs, g, delta,
             dz, du, dw2, dscale, dshift,

@@ -1,4 +1,4 @@
-"""The "cpp" backend (csrc/cpu/gla.cpp) against gla_reference.
+"""The "cpp" backend (csrc/gla/cpu/gla.cpp) against gla_reference.
 
 Needs the compiled extension: `pip install --no-build-isolation -e .` (CI does this). A missing
 build fails every test here with that instruction rather than skipping: it is a real failure.

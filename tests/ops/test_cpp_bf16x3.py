@@ -1,4 +1,4 @@
-"""The cpp backend's float32 backward on AMX (csrc/cpu/gla_bf16x3.cpp): its two GEMMs as exact
+"""The cpp backend's float32 backward on AMX (csrc/gla/cpu/bf16x3.cpp): its two GEMMs as exact
 bf16x3 products, checked against the float64 reference and against the float32 GEMM path
 (GLAMOR_FAST_BF16X3=0) on fresh random inputs.
 

@@ -1,4 +1,4 @@
-"""The "cuda" backend (csrc/cuda/) against gla_reference; skipped without a CUDA device.
+"""The "cuda" backend (csrc/gla/cuda/) against gla_reference; skipped without a CUDA device.
 
 Where there is a GPU, glamor_fast._C must have been built with CUDA
 (`pip install --no-build-isolation -e .` with a CUDA build of torch): a missing kernel fails.

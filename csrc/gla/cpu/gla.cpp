@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "bf16x3.h"
+#include "common/simd.h"
 #include "gla/checks.h"
 #include "gla/host.h"
 #include "host_cpu.h"
@@ -41,19 +42,12 @@ namespace {
 using namespace gla_tiles;
 
 // ---------------------------------------------------------------------------------------------
-// Elementwise tile loops. Each is an always-inline template plus float / double wrappers that
-// GCC compiles twice on x86-64 (AVX2+FMA and baseline) and picks at load time, so the build
-// stays portable while the loops use the wide vectors of the machine they run on.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define GLAMOR_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define GLAMOR_SIMD_CLONES
-#endif
-#define GLAMOR_INLINE __attribute__((always_inline)) inline
+// Elementwise tile loops: always-inline templates plus float / double wrappers compiled per
+// instruction set (common/simd.h).
 
 // s[j] = b2 + sum_k w2_k h(z[j * Hd + k] + u_k) for the T_ cells of a tile.
 template <typename T>
-GLAMOR_INLINE void scores_impl(const Params<T>& P, const T* u, const T* z, int64_t T_, int64_t Hd, T* s) {
+GLAMOR_CPU_INLINE void scores_impl(const Params<T>& P, const T* u, const T* z, int64_t T_, int64_t Hd, T* s) {
   const T* w2 = P.w2;
   for (int64_t j = 0; j < T_; ++j) {
     const T* zj = z + j * Hd;
@@ -76,7 +70,7 @@ GLAMOR_INLINE void scores_impl(const Params<T>& P, const T* u, const T* z, int64
 
 // acc[c] = rescale * acc[c] + sum_j p_j v_j[c]
 template <typename T>
-GLAMOR_INLINE void pool_impl(const TileView<T>& tv, const T* p, int64_t T_, int64_t Dc, T rescale, T* acc) {
+GLAMOR_CPU_INLINE void pool_impl(const TileView<T>& tv, const T* p, int64_t T_, int64_t Dc, T rescale, T* acc) {
   if (tv.ct) {
     for (int64_t c = 0; c < Dc; ++c) {
       const T* vc = tv.p + c * tv.ld;
@@ -98,7 +92,7 @@ GLAMOR_INLINE void pool_impl(const TileView<T>& tv, const T* p, int64_t T_, int6
 
 // gv[j] = gp . v_j
 template <typename T>
-GLAMOR_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64_t Dc, T* gv) {
+GLAMOR_CPU_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64_t Dc, T* gv) {
   if (tv.ct) {
     std::fill(gv, gv + T_, T(0));
     for (int64_t c = 0; c < Dc; ++c) {
@@ -128,7 +122,7 @@ GLAMOR_INLINE void gv_impl(const TileView<T>& tv, const T* gp, int64_t T_, int64
 // cells) of dw2, dgamma, dbeta and du into sums (4, Hd), which the caller adds into double
 // accumulators (docs/gla.md B5-B7, B10).
 template <bool Clean, typename T>
-GLAMOR_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
+GLAMOR_CPU_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
                            int64_t Hd, T* sums) {
   T* dw2 = sums;
   T* dg = sums + Hd;
@@ -170,7 +164,7 @@ GLAMOR_INLINE void dz_loop(const Params<T>& P, const T* u, const T* ds, const T*
 }
 
 template <typename T>
-GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
+GLAMOR_CPU_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T* z, T* dzo, int64_t T_,
                            int64_t Hd, T* sums) {
   bool clean = P.finite;
   for (int64_t j = 0; j < T_ && clean; ++j) clean = std::isfinite(ds[j]);
@@ -180,7 +174,7 @@ GLAMOR_INLINE void dz_impl(const Params<T>& P, const T* u, const T* ds, const T*
 
 // out += gp a^T for a dV tile: cells_major out[j * ld + c], else out[c * ld + j].
 template <typename T>
-GLAMOR_INLINE void outer_impl(T* out, int64_t ld, bool cells_major, const T* gp, const T* a, int64_t T_, int64_t Dc) {
+GLAMOR_CPU_INLINE void outer_impl(T* out, int64_t ld, bool cells_major, const T* gp, const T* a, int64_t T_, int64_t Dc) {
   if (cells_major) {
     for (int64_t j = 0; j < T_; ++j) {
       T* oj = out + j * ld;
@@ -201,7 +195,7 @@ GLAMOR_INLINE void outer_impl(T* out, int64_t ld, bool cells_major, const T* gp,
 // dV tile from the bf16x3 GEMM's m (without ds): out = ds_j m_j + a_j gp, in either layout;
 // m(j, c) = m[j * mj + c * mc].
 template <typename T>
-GLAMOR_INLINE void dv_write_impl(T* out, int64_t ld, bool cells_major, const T* m, int64_t mj, int64_t mc,
+GLAMOR_CPU_INLINE void dv_write_impl(T* out, int64_t ld, bool cells_major, const T* m, int64_t mj, int64_t mc,
                                  const T* ds, const T* a, const T* gp, int64_t T_, int64_t Dc) {
   if (cells_major) {
     for (int64_t j = 0; j < T_; ++j) {
@@ -223,29 +217,29 @@ GLAMOR_INLINE void dv_write_impl(T* out, int64_t ld, bool cells_major, const T* 
 }
 
 #define GLAMOR_TILE_LOOPS(T)                                                                        \
-  GLAMOR_SIMD_CLONES void tile_scores(const Params<T>& P, const T* u, const T* z, int64_t T_,       \
-                                      int64_t Hd, T* s) {                                          \
+  GLAMOR_CPU_CLONES void tile_scores(const Params<T>& P, const T* u, const T* z, int64_t T_,        \
+                                     int64_t Hd, T* s) {                                           \
     scores_impl<T>(P, u, z, T_, Hd, s);                                                            \
   }                                                                                                \
-  GLAMOR_SIMD_CLONES void tile_pool(const TileView<T>& tv, const T* p, int64_t T_, int64_t Dc,     \
-                                    T rescale, T* acc) {                                           \
+  GLAMOR_CPU_CLONES void tile_pool(const TileView<T>& tv, const T* p, int64_t T_, int64_t Dc,      \
+                                   T rescale, T* acc) {                                            \
     pool_impl<T>(tv, p, T_, Dc, rescale, acc);                                                     \
   }                                                                                                \
-  GLAMOR_SIMD_CLONES void tile_gv(const TileView<T>& tv, const T* gp, int64_t T_, int64_t Dc,      \
-                                  T* gv) {                                                         \
+  GLAMOR_CPU_CLONES void tile_gv(const TileView<T>& tv, const T* gp, int64_t T_, int64_t Dc,       \
+                                 T* gv) {                                                          \
     gv_impl<T>(tv, gp, T_, Dc, gv);                                                                \
   }                                                                                                \
-  GLAMOR_SIMD_CLONES void tile_dz(const Params<T>& P, const T* u, const T* ds, const T* z, T* dz, \
-                                  int64_t T_, int64_t Hd, T* sums) {                               \
+  GLAMOR_CPU_CLONES void tile_dz(const Params<T>& P, const T* u, const T* ds, const T* z, T* dz,  \
+                                 int64_t T_, int64_t Hd, T* sums) {                                \
     dz_impl<T>(P, u, ds, z, dz, T_, Hd, sums);                                                     \
   }                                                                                                \
-  GLAMOR_SIMD_CLONES void tile_outer(T* out, int64_t ld, bool cells_major, const T* gp, const T* a, \
-                                     int64_t T_, int64_t Dc) {                                     \
+  GLAMOR_CPU_CLONES void tile_outer(T* out, int64_t ld, bool cells_major, const T* gp, const T* a,  \
+                                    int64_t T_, int64_t Dc) {                                      \
     outer_impl<T>(out, ld, cells_major, gp, a, T_, Dc);                                            \
   }                                                                                                \
-  [[maybe_unused]] GLAMOR_SIMD_CLONES void tile_dv_write(T* out, int64_t ld, bool cells_major, const T* m, int64_t mj,  \
-                                        int64_t mc, const T* ds, const T* a, const T* gp, int64_t T_,  \
-                                        int64_t Dc) {                                                  \
+  [[maybe_unused]] GLAMOR_CPU_CLONES void tile_dv_write(T* out, int64_t ld, bool cells_major, const T* m, int64_t mj,   \
+                                       int64_t mc, const T* ds, const T* a, const T* gp, int64_t T_,   \
+                                       int64_t Dc) {                                                   \
     dv_write_impl<T>(out, ld, cells_major, m, mj, mc, ds, a, gp, T_, Dc);                          \
   }
 

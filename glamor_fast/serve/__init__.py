@@ -7,10 +7,10 @@ batching across requests), ``uploads`` and ``params`` (what a request carries), 
 (what it may ask, and the JSON errors), ``app`` (the endpoints), ``server`` (uvicorn, SIGTERM).
 """
 from .batcher import DynamicBatcher
-from .engine import Engine, face_record
+from .engine import Engine
 from .limits import ApiError, Limits
 
-__all__ = ["ApiError", "DynamicBatcher", "Engine", "Limits", "ServeSettings", "create_app", "face_record", "serve"]
+__all__ = ["ApiError", "DynamicBatcher", "Engine", "Limits", "ServeSettings", "create_app", "serve"]
 
 
 def __getattr__(name):  # the FastAPI/uvicorn parts load only when asked for (they need the extra)

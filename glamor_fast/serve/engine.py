@@ -18,16 +18,10 @@ import numpy as np
 from glamor_fast.data.faces import make_detector
 from glamor_fast.data.transforms import Box
 from glamor_fast.predict.model import FaceClassifier
+from glamor_fast.predict.records import face_record
 from glamor_fast.predict.run import DEFAULT_DETECT_SIDE, DEFAULT_MIN_FACE, IMAGE_DETECT_SIDE
 
 FaceBoxes = Sequence[tuple[Box, Optional[float]]]   # [(box, detector score or None)]
-
-
-def face_record(box: Box, score: Optional[float], classes: Sequence[str], probs: np.ndarray) -> dict:
-    """One face as ``predict`` writes it: box [x1, y1, x2, y2] ints, detector_score, emotion, probs {class: p}."""
-    return {"box": [int(v) for v in box], "detector_score": None if score is None else float(score),
-            "emotion": classes[int(np.argmax(probs))],
-            "probs": {c: round(float(p), 6) for c, p in zip(classes, probs)}}
 
 
 class Engine:

@@ -35,16 +35,17 @@ from .limits import ApiError, Limits, exceeded
 from .params import check_boxes_inside, parse_boxes, parse_flag
 from .uploads import VideoUpload, decode_image, upload_kind
 
-STAGES = ("read", "decode", "detect", "model_wait", "encode")
+STAGES = ("read", "decode", "detect", "prepare", "model_wait", "encode")
 FRAMES_IN_FLIGHT = 4   # video frames of one request queued for the model at once
 
 
 @dataclass
 class ServeSettings:
-    """Batching (``max_batch`` faces per forward pass, 1 = off; ``max_wait_ms``), the detection pool's
-    size, the limits, and where video uploads are decoded from (None: the system's temp folder)."""
+    """Batching (``max_batch`` faces per forward pass, 1 = off; ``max_wait_ms``; ``model_workers``
+    threads running forward passes), the detection pool's size, the limits, and where video uploads are decoded from (None: the system's temp folder)."""
     max_batch: int = 16
     max_wait_ms: float = 5.0
+    model_workers: int = 1
     detect_workers: int = 2
     limits: Limits = field(default_factory=Limits)
     tmp_dir: str | None = None
@@ -75,7 +76,8 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         state["pool"] = ThreadPoolExecutor(settings.detect_workers, thread_name_prefix="glamor-serve detect")
-        state["batcher"] = DynamicBatcher(engine.recognize, settings.max_batch, settings.max_wait_ms)
+        state["batcher"] = DynamicBatcher(engine.recognize, settings.max_batch, settings.max_wait_ms,
+                                            settings.model_workers)
         try:
             yield
         finally:
@@ -104,7 +106,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         return {"name": "glamor_fast", "version": __version__, "model": engine.info(),
                 "classes": engine.classes, "server": "fastapi+uvicorn",
                 "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
-                             "enabled": settings.max_batch > 1},
+                             "enabled": settings.max_batch > 1, "model_workers": settings.model_workers},
                 "detect_workers": settings.detect_workers, "limits": limits.as_dict()}
 
     @app.get("/v1/stats")
@@ -159,7 +161,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             else:
                 faces = await loop.run_in_executor(pool, engine.detect, image)
                 t = clock.add("detect", t)
-            records = await asyncio.wrap_future(batcher.submit(image, faces))
+            inputs = await loop.run_in_executor(pool, engine.prepare, image, faces)
+            t = clock.add("prepare", t)
+            records = await asyncio.wrap_future(batcher.submit(inputs, faces))
             t = clock.add("model_wait", t)
         finally:
             batcher.request_closed()
@@ -178,9 +182,10 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
 
         def next_frame():
             frame = video.read()
-            if frame is None or boxes is not None:
-                return frame, [(b, None) for b in boxes or []]
-            return frame, engine.detect(frame, video=True)
+            if frame is None:
+                return None, None, []
+            faces = [(b, None) for b in boxes] if boxes is not None else engine.detect(frame, video=True)
+            return frame, engine.prepare(frame, faces), faces
 
         async def finish_one():
             index, future = pending.popleft()
@@ -189,11 +194,11 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
 
         try:
             while True:
-                frame, faces = await loop.run_in_executor(pool, next_frame)
+                frame, inputs, faces = await loop.run_in_executor(pool, next_frame)
                 t = clock.add("detect" if boxes is None else "decode", t)
                 if frame is None:
                     break
-                pending.append((video.index - 1, batcher.submit(frame, faces)))
+                pending.append((video.index - 1, batcher.submit(inputs, faces)))
                 if len(pending) >= FRAMES_IN_FLIGHT:
                     await finish_one()
                     t = clock.add("model_wait", t)

@@ -1,7 +1,9 @@
 """Dynamic batching: the faces of concurrent requests go through the model in one forward pass.
 
-``DynamicBatcher(run, max_batch, max_wait_ms)`` owns one model thread. ``submit(image, faces)``
-queues one image's faces and returns a ``concurrent.futures.Future`` of its face records. The
+``DynamicBatcher(run, max_batch, max_wait_ms, workers)`` owns ``workers`` model threads (each
+running its own forward passes: on a small CPU, two threads of one torch thread each use both
+cores without OpenMP's barriers, which stall when other processes share the cores). ``submit(image, faces)``
+queues one image's faces and returns a ``concurrent.futures.Future`` of its face records. A
 thread takes the oldest item, then keeps adding queued items while the batch holds fewer than
 ``max_batch`` faces, waiting up to ``max_wait_ms`` for more, but only while other requests are
 still on their way (``open_requests`` counts requests being decoded or detected): a lone client
@@ -46,7 +48,9 @@ class BatchStats:
 
 
 class DynamicBatcher:
-    def __init__(self, run: Callable[[list], list], max_batch: int = 16, max_wait_ms: float = 5.0):
+    def __init__(self, run: Callable[[list], list], max_batch: int = 16, max_wait_ms: float = 5.0, workers: int = 1):
+        if int(workers) < 1:
+            raise ValueError(f"--model-workers must be >= 1, got {workers}")
         if int(max_batch) < 1:
             raise ValueError(f"--max-batch must be >= 1, got {max_batch}")
         if not max_wait_ms >= 0:
@@ -56,8 +60,11 @@ class DynamicBatcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._open = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="glamor-serve model", daemon=True)
-        self._thread.start()
+        self._stats_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, name=f"glamor-serve model {k}", daemon=True)
+                         for k in range(int(workers))]
+        for t in self._threads:
+            t.start()
 
     # requests between arrival and their last submit: the batcher waits only while some exist
     def request_opened(self) -> None:
@@ -82,9 +89,10 @@ class DynamicBatcher:
         return item.future
 
     def close(self) -> None:
-        """Finish what is queued, then stop the model thread."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        """Finish what is queued, then stop the model threads."""
+        self._queue.put(_STOP)  # each thread that sees it passes it on
+        for t in self._threads:
+            t.join()
 
     def _loop(self) -> None:
         carry = None
@@ -92,6 +100,7 @@ class DynamicBatcher:
             first = carry if carry is not None else self._queue.get()
             carry = None
             if first is _STOP:
+                self._queue.put(_STOP)
                 return
             batch, faces, stop = [first], len(first.faces), False
             deadline = time.monotonic() + self.max_wait
@@ -117,6 +126,7 @@ class DynamicBatcher:
             self._run(batch)
             if stop:
                 self._queue.put(_STOP)
+                return
 
     def _run(self, batch: list) -> None:
         batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
@@ -130,11 +140,13 @@ class DynamicBatcher:
                 item.future.set_exception(exc)
             return
         finally:
-            self.stats.model_s += time.perf_counter() - start
+            with self._stats_lock:
+                self.stats.model_s += time.perf_counter() - start
         n = sum(len(item.faces) for item in batch)
-        self.stats.batches += 1
-        self.stats.images += len(batch)
-        self.stats.faces += n
-        self.stats.largest = max(self.stats.largest, n)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.images += len(batch)
+            self.stats.faces += n
+            self.stats.largest = max(self.stats.largest, n)
         for item, records in zip(batch, results):
             item.future.set_result(records)

@@ -117,3 +117,24 @@ def test_bad_settings_are_refused():
         DynamicBatcher(Recorder(), max_batch=0)
     with pytest.raises(ValueError, match="--max-wait-ms"):
         DynamicBatcher(Recorder(), max_wait_ms=-1)
+
+
+def test_two_model_workers_run_forward_passes_side_by_side_and_both_stop():
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def run(items):
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return [[name] for name, _ in items]
+
+    b = DynamicBatcher(run, max_batch=1, max_wait_ms=0, workers=2)
+    futures = [b.submit(k, faces(1)) for k in range(6)]
+    assert [f.result(10) for f in futures] == [[k] for k in range(6)]
+    b.close()  # returns once both threads have stopped (it joins them)
+    assert peak[0] == 2
+    with pytest.raises(ValueError, match="--model-workers"):
+        DynamicBatcher(run, workers=0)

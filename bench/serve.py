@@ -9,7 +9,7 @@ the weights) is served by ``python -m glamor_fast serve`` in a fresh process (OM
 --threads), once with ``--max-batch 1`` (off) and once with ``--max-batch N`` (on), alternating
 off/on/off/on for --rounds rounds, so that both see the same background load. N client threads
 (stdlib http.client, one keep-alive connection each) post matplotlib's grace_hopper.jpg (512x600
-JPEG, one face) for --seconds after a 2 s warm-up:
+JPEG, one face) for --seconds after --warmup seconds (2) of the same load:
 
 - ``boxes``: with ``?boxes=[[165,130,365,330]]`` (the caller's own detector): decode + model;
 - ``detect``: no boxes, the server runs its Haar detector.
@@ -204,7 +204,7 @@ def one_run(ckpt, args, mode: str, max_batch: int, clients: int, stack: str = "f
             body, ctype = multipart(body, {"boxes": GRACE_BOX} if stack == "litserve" else {})
             path = "/predict" if stack == "litserve" else path
         kw = dict(content_type=ctype)
-        load(server.port, path, body, clients, seconds=2.0, **kw)  # warm-up: allocator, caches, threads
+        load(server.port, path, body, clients, seconds=args.warmup, **kw)  # warm-up: allocator, caches, threads
         empty = {"stages_s": {s: 0.0 for s in ("read", "decode", "detect", "prepare", "model_wait", "encode")},
                  "model": {"model_s": 0.0, "batches": 0, "faces": 0}}
         stats = (lambda: empty) if stack == "litserve" else (lambda: server.get("/v1/stats"))
@@ -284,6 +284,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each measured run")
     p.add_argument("--rounds", type=int, default=2, help="off/on pairs per mode, interleaved")
     p.add_argument("--threads", type=int, default=1, help="torch threads per model worker (the server's default)")
     p.add_argument("--max-batch", type=int, default=16)

@@ -1,6 +1,7 @@
 """The page at ``/`` in a real headless browser (Debian's chromium through Selenium): upload a photo, read the result."""
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 
@@ -65,6 +66,14 @@ def test_dropping_a_photo_shows_the_annotated_result_and_the_probabilities(engin
     assert red == pytest.approx([230, 25, 75], abs=40)  # the first face's colour, #e6194b
     shot = tmp_path / "serve_page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    # the same photo dropped on the drop zone (a real drop event carrying the file) under another name
+    browser.execute_script(
+        "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
+        "const data = new DataTransfer(); data.items.add(new File([bytes], 'dropped.jpg', {type: 'image/jpeg'}));"
+        "document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true,"
+        " cancelable: true}));", base64.b64encode(GRACE_PATH.read_bytes()).decode())
+    WebDriverWait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "status"), "in dropped.jpg"))
+    assert browser.find_element(By.ID, "status").text == "1 face(s) in dropped.jpg"
 
 
 def test_a_refused_upload_shows_the_servers_error(engine, tmp_path, browser):

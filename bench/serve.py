@@ -273,8 +273,9 @@ def summarise(runs: list) -> list[str]:
         off = [r["rps"] for r in same if r["batching"] == "off"]
         if on and off:
             ratios = [a / b for a, b in zip(on, off)]
-            lines.append(f"- {stack}, {mode}, {clients} client(s): batching on / off = {statistics.median(on) / statistics.median(off):.2f}x "
-                             f"(per interleaved pair: {', '.join(format(x, '.2f') for x in ratios)}); server CPU ms/request "
+            ratio = statistics.median(on) / statistics.median(off)
+            lines.append(f"- {stack}, {mode}, {clients} client(s): batching on / off = {ratio:.2f}x "
+                         f"(per interleaved pair: {', '.join(format(x, '.2f') for x in ratios)}); server CPU ms/request "
                          f"off {statistics.median(r['cpu_ms_per_request'] for r in same if r['batching'] == 'off'):.2f}, "
                          f"on {statistics.median(r['cpu_ms_per_request'] for r in same if r['batching'] == 'on'):.2f}")
     return lines

@@ -42,7 +42,8 @@ FRAMES_IN_FLIGHT = 4   # video frames of one request queued for the model at onc
 @dataclass
 class ServeSettings:
     """Batching (``max_batch`` faces per forward pass, 1 = off; ``max_wait_ms``; ``model_workers``
-    threads running forward passes), the detection pool's size, the limits, and where video uploads are decoded from (None: the system's temp folder)."""
+    threads running forward passes), the detection pool's size, the limits, and where video uploads
+    are decoded from (None: the system's temp folder)."""
     max_batch: int = 16
     max_wait_ms: float = 5.0
     model_workers: int = 1

@@ -43,6 +43,7 @@ class Engine:
                  min_face: int = DEFAULT_MIN_FACE, trace: bool = True):
         self.checkpoint = Path(checkpoint)
         self.classifier = FaceClassifier(checkpoint, device=device, backend=backend)
+        self.eager_model = self.classifier.model
         self.traced = trace and trace_classifier(self.classifier)
         self.classes = list(self.classifier.classes)
         self.detector_name, self.min_face = detector, int(min_face)
@@ -77,7 +78,8 @@ class Engine:
         pairs = [preprocess(image, box, train=False, face_visible=clf.face_visible, normalize=clf.normalize)
                  for box, _ in faces]
         if not pairs:
-            return np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32), np.zeros((0, 3, CONTEXT_CROP, CONTEXT_CROP), np.float32)
+            return (np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32),
+                    np.zeros((0, 3, CONTEXT_CROP, CONTEXT_CROP), np.float32))
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     @torch.inference_mode()
@@ -100,7 +102,7 @@ class Engine:
         from glamor_fast import GlobalLocalAttention
 
         clf = self.classifier
-        gla = [m.backend for m in clf.eager_model.modules() if isinstance(m, GlobalLocalAttention)]
+        gla = [m.backend for m in self.eager_model.modules() if isinstance(m, GlobalLocalAttention)]
         return {"checkpoint": self.checkpoint.name, "classes": self.classes, "attention": clf.attention,
                 "gla_backend": gla[0] if gla else None, "traced": bool(self.traced),
                 "device": str(clf.device), "detector": self.detector_name, "min_face": self.min_face}
@@ -140,7 +142,6 @@ def trace_classifier(classifier: FaceClassifier) -> bool:
     import warnings
 
     model = classifier.model
-    classifier.eager_model = model
     cl = torch.channels_last
     face = torch.rand(2, 3, 96, 96, device=classifier.device).contiguous(memory_format=cl)
     context = torch.rand(2, 3, 112, 112, device=classifier.device).contiguous(memory_format=cl)

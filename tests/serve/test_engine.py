@@ -15,7 +15,7 @@ def test_recognize_answers_each_image_in_box_order_and_matches_the_eager_model(e
     assert [[f["box"] for f in faces] for faces in out] == [[list(GRACE_FACE)], [list(right), list(GRACE_FACE)]]
     assert out[1][0]["detector_score"] == 0.9 and out[1][1]["detector_score"] is None
     eager = Engine(ckpt, device="cpu", backend="cpp", trace=False)
-    assert not eager.traced
+    assert not eager.traced and eager.info()["traced"] is False and eager.info()["gla_backend"] == "cpp"
     frames = [grace(), two_faces(), two_faces()]
     boxes = [GRACE_FACE, right, GRACE_FACE]
     np.testing.assert_allclose(engine.classifier(frames, boxes).probs, eager.classifier(frames, boxes).probs,

@@ -38,20 +38,23 @@ def test_it_listens_on_127_0_0_1_unless_told_otherwise():
 
 
 def test_sigterm_while_busy_finishes_the_request_refuses_new_ones_and_exits_0(ckpt, tmp_path):
-    clip = moving_face_video(tmp_path / "clip.mp4", frames=40, fps=30.0, step=2).read_bytes()
+    clip = moving_face_video(tmp_path / "clip.mp4", frames=60, fps=30.0, step=2).read_bytes()
     proc, port = start(ckpt)
     try:
         client = Client(port)
         replies = []
         busy = threading.Thread(target=lambda: replies.append(client.post("/v1/predict", clip, "video/mp4")))
         busy.start()
-        time.sleep(0.4)  # the video is being processed (it takes well over a second)
+        deadline = time.monotonic() + 60
+        while client.get("/v1/stats").json()["stages_s"]["decode"] == 0:  # the video is being processed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert busy.is_alive()
         proc.send_signal(signal.SIGTERM)
         busy.join(60)
         assert proc.wait(60) == 0
         (reply,) = replies
-        assert reply.status == 200 and len(reply.lines()) == 40
+        assert reply.status == 200 and len(reply.lines()) == 60
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         assert "stopped" in proc.stderr.read()

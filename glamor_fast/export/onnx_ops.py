@@ -71,7 +71,7 @@ _TRANSLATIONS = {"gla_forward": gla_forward, "relu_pool": relu_pool, "stem_conv_
 def translation_table() -> dict:
     """{op overload: translation} for the custom ops glamor_fast._C registered (none when the
     extension is not built: the model then runs plain torch ops, which the exporter knows)."""
-    import glamor_fast.ops  # noqa: F401  (loads glamor_fast._C, which registers the ops)
+    import glamor_fast.models  # noqa: F401  (imports every op package: glamor_fast._C and the fake kernels)
 
     table = {}
     for name, fn in _TRANSLATIONS.items():

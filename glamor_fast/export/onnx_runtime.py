@@ -36,6 +36,9 @@ class OnnxGlamorNet:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Idle onnxruntime threads otherwise spin for a while after each run, taking the cores from
+        # the PyTorch / OpenCV work (detection, preprocessing) that runs between calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)

@@ -46,7 +46,7 @@ def export_program(net: ExportNet) -> torch.export.ExportedProgram:
 
 def load_pt2(path) -> tuple[torch.nn.Module, dict[str, str]]:
     """(callable module, metadata) of a ``.pt2`` file written by :func:`save_pt2`."""
-    import glamor_fast.ops  # noqa: F401  (registers the custom ops the program calls)
+    import glamor_fast.models  # noqa: F401  (registers the custom ops the program calls, with their fake kernels)
 
     extra = {METADATA_KEY: ""}
     with torch_export_noise_filtered():

@@ -69,17 +69,38 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)
 
+    from glamor_fast.cli.errors import one_line
     from glamor_fast.export import load_for_export
-    from glamor_fast.export.model import example_inputs
     from glamor_fast.export.onnx import save_onnx
     from glamor_fast.export.onnx_runtime import OnnxGlamorNet
+    from glamor_fast.training.checkpoint import CheckpointError
 
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    ckpt = args.checkpoint or _untrained_checkpoint(tmp)
-    net, meta = load_for_export(ckpt)
-    save_onnx(net, meta, tmp / "net.onnx", verify=False)
-    onnx_net = OnnxGlamorNet(tmp / "net.onnx", threads=args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        tmp = Path(tmp)
+        try:
+            net, meta = load_for_export(args.checkpoint or _untrained_checkpoint(tmp))
+        except (CheckpointError, OSError) as exc:
+            print(f"bench.export: --checkpoint {args.checkpoint}: {one_line(exc)}", file=sys.stderr)
+            return 1
+        save_onnx(net, meta, tmp / "net.onnx", verify=False)
+        onnx_net = OnnxGlamorNet(tmp / "net.onnx", threads=args.threads)
+        result = _measure(net, onnx_net, args)
+    m = result["machine"]
+    print(f"{m['cpu_model']}, {args.threads} threads, load average {m['load_average']}, {m['date_utc']} UTC")
+    for k, v in result["max_abs_diff"].items():
+        print(f"max |onnxruntime - pytorch| {k}: {v:.2e}")
+    for r in result["timing"]:
+        print(f"{r['engine']:>11} batch {r['batch']:>3}: {r['ms_per_image']:.2f} ms/image "
+              f"(min {r['min_ms']:.2f}, max {r['max_ms']:.2f}), {r['speedup_vs_pytorch']:.2f}x pytorch")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _measure(net, onnx_net, args) -> dict:
+    """Differences and interleaved timings of ``net`` (PyTorch) and ``onnx_net`` (onnxruntime)."""
+    from glamor_fast.export.model import example_inputs
 
     gen = torch.Generator().manual_seed(0)
     diffs = {f"random batch {b}": _diff(net, onnx_net, *example_inputs(b, gen)) for b in (1, 5, 32)}
@@ -110,18 +131,8 @@ def main(argv=None) -> int:
             s = samples[(e, b)]
             rows.append({"engine": e, "batch": b, "ms_per_image": per[e], "min_ms": min(s) * 1e3,
                          "max_ms": max(s) * 1e3, "speedup_vs_pytorch": per["pytorch"] / per[e]})
-    result = {"machine": machine_info(args.threads), "checkpoint": str(args.checkpoint or "untrained"),
-              "max_abs_diff": diffs, "timing": rows, "rounds": args.rounds}
-    m = result["machine"]
-    print(f"{m['cpu_model']}, {args.threads} threads, load average {m['load_average']}, {m['date_utc']} UTC")
-    for k, v in diffs.items():
-        print(f"max |onnxruntime - pytorch| {k}: {v:.2e}")
-    for r in rows:
-        print(f"{r['engine']:>11} batch {r['batch']:>3}: {r['ms_per_image']:.2f} ms/image "
-              f"(min {r['min_ms']:.2f}, max {r['max_ms']:.2f}), {r['speedup_vs_pytorch']:.2f}x pytorch")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+    return {"machine": machine_info(args.threads), "checkpoint": str(args.checkpoint or "untrained"),
+            "max_abs_diff": diffs, "timing": rows, "rounds": args.rounds}
 
 
 if __name__ == "__main__":

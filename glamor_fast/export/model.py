@@ -87,7 +87,7 @@ def metadata(classes, preset: str, attention: str, face_visible: bool, normalize
         "face_size": [FACE_SIZE, FACE_SIZE],
         "face": "the face box cropped from the frame and resized to face_size",
         "context_resize": list(CONTEXT_RESIZE), "context_crop": [CONTEXT_CROP, CONTEXT_CROP],
-        "context": "the frame with the face box blacked out" + (" (kept visible for this preset)" if face_visible else "")
+        "context": "the frame" + ("" if face_visible else " with the face box blacked out")
                    + ", resized to context_resize (H, W), centre-cropped to context_crop",
         "face_visible_in_context": face_visible,
         "imagenet_normalization": "inside the network" if normalize else "none",

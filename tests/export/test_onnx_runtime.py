@@ -41,3 +41,19 @@ def test_files_that_are_not_glamor_fast_exports(tmp_path, onnx_file):
         OnnxGlamorNet(tmp_path / "plain.onnx")
     with pytest.raises(FileNotFoundError):
         OnnxGlamorNet(tmp_path / "missing.onnx")
+
+
+@pytest.mark.slow  # one more export: about 10-18 s here
+def test_a_model_without_attention_gives_attn_none(tmp_path):
+    """The face-only preset: one output, and the contract's attn is None."""
+    from glamor_fast.export import load_for_export
+    from glamor_fast.export.onnx import save_onnx
+    from tests.tiny_training import tiny_checkpoint
+
+    path = tmp_path / "face.onnx"
+    assert save_onnx(*load_for_export(tiny_checkpoint(tmp_path, model="face")), path)["max_abs_diff"] <= 1e-5
+    net = OnnxGlamorNet(path)
+    logits, attn = net(torch.rand(2, 3, 96, 96), torch.rand(2, 3, 112, 112))
+    assert logits.shape == (2, 7) and attn is None and net.metadata["attention"] == "none"
+    logits, attn = net(torch.rand(0, 3, 96, 96), torch.rand(0, 3, 112, 112))
+    assert logits.shape == (0, 7) and attn is None

@@ -79,9 +79,15 @@ def save_aoti(net: ExportNet, metadata: dict[str, str], out, verify: bool = True
     report = {"max_abs_diff": None}
 
     def write(tmp: Path) -> None:
-        with torch_export_noise_filtered():
-            torch._inductor.aoti_compile_and_package(
-                program, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": dict(metadata)})
+        from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+        try:
+            with torch_export_noise_filtered():
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": dict(metadata)})
+        except (InvalidCxxCompiler, CppCompileError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"--format aoti needs a working C++ compiler (gcc) here: {first}") from None
         if verify:
             report["max_abs_diff"] = checked_max_abs_diff(net, torch._inductor.aoti_load_package(str(tmp)))
 

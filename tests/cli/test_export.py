@@ -78,3 +78,15 @@ def test_missing_onnx_extra_names_it(ckpt, tmp_path, capsys, monkeypatch):
     assert cli_main(["export", str(ckpt), str(tmp_path / "net.onnx")]) == 1
     _one_line_error(capsys, "onnxscript not installed", 'pip install "glamor_fast[onnx]"')
     assert list(tmp_path.iterdir()) == []
+
+
+def test_aoti_without_a_compiler_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def no_compiler(*args, **kwargs):
+        raise InvalidCxxCompiler()
+
+    monkeypatch.setattr("torch._inductor.aoti_compile_and_package", no_compiler)
+    assert cli_main(["export", str(ckpt), str(tmp_path / "net.pt2"), "--format", "aoti"]) == 1
+    _one_line_error(capsys, "--format aoti needs a working C++ compiler")
+    assert list(tmp_path.iterdir()) == []

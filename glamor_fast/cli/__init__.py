@@ -28,6 +28,8 @@ COMMANDS = {
     "build-ncaer": ("glamor_fast.cli.build_ncaer", "build NCAER-S from the CAER videos"),
     "import-tf": ("glamor_fast.cli.import_tf",
                   "convert the authors' TensorFlow GLAMOR-Net checkpoint into a project checkpoint (no TensorFlow)"),
+    "export": ("glamor_fast.cli.export",
+               "write a checkpoint's inference network as ONNX (onnxruntime, no model code), pt2 or AOTInductor"),
     "bench": ("glamor_fast.cli.bench", "GLA benchmarks: every backend vs eager and torch.compile (run from a checkout)"),
 }
 MAIN_JOB = "quickstart"

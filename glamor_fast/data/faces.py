@@ -85,7 +85,7 @@ class HaarFaceDetector:
 
     def __init__(self, cascade_path: Optional[Union[str, os.PathLike]] = None, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 20, max_size: Optional[int] = None,
-                 max_side: Optional[int] = 640):
+                 max_side: Optional[int] = 640, equalize: bool = True):
         if cascade_path is None:
             haar_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
             if haar_dir is None:
@@ -105,6 +105,7 @@ class HaarFaceDetector:
         self.min_size = min_size
         self.max_size = max_size
         self.max_side = max_side
+        self.equalize = equalize
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         _check_rgb(image, "HaarFaceDetector")
@@ -114,7 +115,8 @@ class HaarFaceDetector:
         if self.max_side is not None and max(h, w) > self.max_side:
             scale = self.max_side / max(h, w)
             gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
+        if self.equalize:
+            gray = cv2.equalizeHist(gray)
         min_side = max(1, int(round(self.min_size * scale)))
         max_side = (0, 0) if self.max_size is None else (int(self.max_size * scale),) * 2
         faces = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,

@@ -1,8 +1,10 @@
 """Face tracks across the frames of a video: a greedy IoU / centre-distance matcher, and
 per-track temporal smoothing of class probabilities.
 
-Detection runs every N frames; between detections each track keeps its last detected box, so
-every frame still gets one record per tracked face. A track found in at least two rounds and
+Detection runs every N frames; between detections each track's box moves on with the track's last
+motion (constant velocity: the shift of the box centre between its last two detections, per
+frame; the box keeps its last detected size), so boxes follow moving faces instead of lagging
+until the next detection, and every frame still gets one record per tracked face. A track found in at least two rounds and
 then missed by one is still shown at its last box (detectors such as Haar flicker); a track
 found only once is hidden as soon as it is missed (most of Haar's false positives last one
 frame); missed by more than ``hold_missed`` rounds a track is hidden but can still be matched
@@ -29,10 +31,13 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _centre(b: Box) -> tuple[float, float]:
+    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+
+
 def centre_distance(a: Box, b: Box) -> float:
     """Distance of the box centres divided by the mean side of the two boxes."""
-    ca = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
-    cb = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    ca, cb = _centre(a), _centre(b)
     side = (a[2] - a[0] + a[3] - a[1] + b[2] - b[0] + b[3] - b[1]) / 4
     return math.hypot(ca[0] - cb[0], ca[1] - cb[1]) / max(side, 1e-9)
 
@@ -40,10 +45,22 @@ def centre_distance(a: Box, b: Box) -> float:
 @dataclass
 class Track:
     id: int
-    box: Box
+    box: Box                  # last detected box (or, after a miss, where it was predicted then)
     score: Optional[float]
     missed: int = 0           # consecutive detections that did not find this face
     hits: int = 1             # detection rounds that found it
+    frame: Optional[int] = None               # frame of ``box``
+    velocity: tuple[float, float] = (0.0, 0.0)  # box centre shift per frame (x, y), pixels
+
+    def box_at(self, frame: Optional[int]) -> Box:
+        """The box predicted for ``frame``: ``box`` shifted by ``velocity`` times the frames since
+        ``frame`` (rounded to ints, not clipped to the image)."""
+        if frame is None or self.frame is None:
+            return self.box
+        dt = frame - self.frame
+        dx, dy = round(self.velocity[0] * dt), round(self.velocity[1] * dt)
+        x1, y1, x2, y2 = self.box
+        return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
 
 
 @dataclass
@@ -61,16 +78,18 @@ class FaceTracker:
     tracks: list = field(default_factory=list)
     next_id: int = 0
 
-    def update(self, detections: Sequence[Detection]) -> list[Track]:
-        """Feed one detection round; returns ``current()``."""
+    def update(self, detections: Sequence[Detection], frame: Optional[int] = None) -> list[Track]:
+        """Feed one detection round (of video frame ``frame``; None: no motion is tracked); returns
+        ``current()``. Detections are matched against each track's box predicted for ``frame``."""
         pairs = []
+        predicted = [t.box_at(frame) for t in self.tracks]
         for ti, t in enumerate(self.tracks):
             for di, d in enumerate(detections):
-                o = iou(t.box, d.box)
+                o = iou(predicted[ti], d.box)
                 if o >= self.min_iou:
                     pairs.append((0, -o, ti, di))
                 else:
-                    c = centre_distance(t.box, d.box)
+                    c = centre_distance(predicted[ti], d.box)
                     if c < self.max_centre_distance:
                         pairs.append((1, c, ti, di))
         used_t, used_d = set(), set()
@@ -80,15 +99,20 @@ class FaceTracker:
             used_t.add(ti)
             used_d.add(di)
             t = self.tracks[ti]
-            t.box, t.score, t.missed = tuple(detections[di].box), detections[di].score, 0
+            box = tuple(detections[di].box)
+            if frame is not None and t.frame is not None and frame > t.frame:
+                (ox, oy), (nx, ny) = _centre(t.box), _centre(box)
+                t.velocity = ((nx - ox) / (frame - t.frame), (ny - oy) / (frame - t.frame))
+            t.box, t.score, t.missed, t.frame = box, detections[di].score, 0, frame
             t.hits += 1
         for ti, t in enumerate(self.tracks):
-            if ti not in used_t:
+            if ti not in used_t:  # missed: stop where it was predicted now (a face that stopped is not carried off)
                 t.missed += 1
+                t.box, t.frame, t.velocity = predicted[ti], frame, (0.0, 0.0)
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         for di, d in enumerate(detections):
             if di not in used_d:
-                self.tracks.append(Track(self.next_id, tuple(d.box), d.score))
+                self.tracks.append(Track(self.next_id, tuple(d.box), d.score, frame=frame))
                 self.next_id += 1
         return self.current()
 

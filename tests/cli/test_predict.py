@@ -33,7 +33,7 @@ def test_json_lines_on_stdout_and_files_in_out(ckpt, tmp_path, capsys):
     assert [r["frame"] for r in records] == [0, 0, 1, 2, 3, 4]
     assert (tmp_path / "out/predictions.jsonl").read_text().count("\n") == 6
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "grace_hopper.jpg", "clip.mp4", "clip.timeline.png", "predictions.jsonl"}
+        "grace_hopper.jpg", "clip.mp4", "clip.timeline.png", "predictions.jsonl", "predictions.files.json"}
     assert "6 records" in err
 
 
@@ -85,9 +85,9 @@ def test_bad_option_values_are_argparse_errors(ckpt, tmp_path, capsys):
 
 
 def test_interrupt_is_one_line_and_exit_130(ckpt, tmp_path, capsys, monkeypatch):
-    from glamor_fast.predict.model import FaceClassifier
+    from glamor_fast.recognizer import EmotionRecognizer
 
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     rc, _, err = run(capsys, GRACE_PATH, "--checkpoint", ckpt, "--out", tmp_path / "out", "--backend", "reference")
     assert rc == 130 and err.count("\n") == 1 and "interrupted" in err
     assert list((tmp_path / "out").iterdir()) == []

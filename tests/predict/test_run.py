@@ -10,8 +10,9 @@ import pytest
 
 import glamor_fast.data.transforms as transforms
 from glamor_fast.data import HaarFaceDetector, read_image
-from glamor_fast.predict import RECORD_FIELDS, FaceClassifier, ProbSmoother, predict
+from glamor_fast.predict import RECORD_FIELDS, ProbSmoother, predict
 from glamor_fast.predict.tracking import iou
+from glamor_fast.recognizer import EmotionRecognizer
 
 from .footage import GRACE_FACE, GRACE_PATH, count_frames, grace, moving_face_video, two_faces, write_rgb
 
@@ -49,8 +50,8 @@ def test_two_faces_each_with_only_its_own_face_masked_in_one_forward_pass(ckpt, 
     real_mask = transforms.mask_face
     monkeypatch.setattr(transforms, "mask_face", lambda img, box: masked.append((img, box)) or real_mask(img, box))
     calls = []
-    real_call = FaceClassifier.__call__
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda self, f, b: calls.append(len(b)) or real_call(self, f, b))
+    real_call = EmotionRecognizer.forward
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda self, f, c: calls.append(len(f)) or real_call(self, f, c))
     res = predict([path], ckpt, tmp_path / "out", **REF)
     records = read_jsonl(res.jsonl)
     assert len(records) == 2 and calls == [2]
@@ -65,9 +66,9 @@ def test_two_faces_each_with_only_its_own_face_masked_in_one_forward_pass(ckpt, 
         np.testing.assert_array_equal(ctx[other[1]:other[3], other[0]:other[2]],
                                       frame[other[1]:other[3], other[0]:other[2]])
     # the batched pass gives what one face at a time gives
-    clf = FaceClassifier(ckpt, **REF)
-    both = clf([frame, frame], [tuple(left), tuple(right)]).probs
-    one = clf([frame], [tuple(right)]).probs
+    rec = EmotionRecognizer(ckpt, **REF)
+    both = rec.classify([frame, frame], [tuple(left), tuple(right)])[0]
+    one = rec.classify([frame], [tuple(right)])[0]
     np.testing.assert_allclose(both[1], one[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose([list(r["probs"].values()) for r in records], both, atol=2e-6)
     assert read_image(tmp_path / "out/two.png").shape == frame.shape
@@ -76,8 +77,8 @@ def test_two_faces_each_with_only_its_own_face_masked_in_one_forward_pass(ckpt, 
 def test_video_one_stable_track_every_frame_annotated(ckpt, tmp_path, monkeypatch):
     video = moving_face_video(tmp_path / "in/clip.mp4", frames=24, fps=12.0)
     calls = []
-    real_call = FaceClassifier.__call__
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda self, f, b: calls.append(len(b)) or real_call(self, f, b))
+    real_call = EmotionRecognizer.forward
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda self, f, c: calls.append(len(f)) or real_call(self, f, c))
     res = predict([video], ckpt, tmp_path / "out", every=3, batch_frames=8, **REF)
     assert res.errors == []
     records = read_jsonl(tmp_path / "out/predictions.jsonl")
@@ -85,9 +86,11 @@ def test_video_one_stable_track_every_frame_annotated(ckpt, tmp_path, monkeypatc
     assert {r["track"] for r in records} == {0}
     assert records[5]["time_s"] == pytest.approx(5 / 12.0)
     assert calls == [8, 8, 8]  # the faces of 8 frames per forward pass
-    # boxes follow the face (it moves 3 px a frame) and stay put between detections
+    # boxes follow the face (it moves 3 px a frame): held until a second detection gives its motion,
+    # then carried on with it between detections
     assert records[21]["box"][0] - records[0]["box"][0] > 40
     assert records[1]["box"] == records[2]["box"] == records[0]["box"]
+    assert records[3]["box"][0] < records[4]["box"][0] < records[5]["box"][0]
     assert count_frames(tmp_path / "out/clip.mp4") == (24, pytest.approx(12.0), (320, 240))
     png = cv2.imread(str(tmp_path / "out/clip.timeline.png"))
     assert png is not None and png.shape[0] > 100
@@ -151,9 +154,9 @@ def test_a_failed_run_leaves_the_previous_results_and_no_temp_files(ckpt, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "predictions.jsonl").write_text("old\n")
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        predict([moving_face_video(tmp_path / "clip.mp4", frames=4)], ckpt, out, **REF)
+        predict([moving_face_video(tmp_path / "clip.mp4", frames=4)], ckpt, out, overwrite=True, **REF)
     assert (out / "predictions.jsonl").read_text() == "old\n"
     assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl"]
 
@@ -162,7 +165,7 @@ def test_refuses_to_write_over_an_input_and_checks_options(ckpt, tmp_path):
     photo = write_rgb(tmp_path / "photo.jpg", grace())
     with pytest.raises(ValueError, match="would overwrite the input"):
         predict([photo], ckpt, tmp_path, **REF)
-    with pytest.raises(ValueError, match="--every must be >= 1"):
+    with pytest.raises(ValueError, match="every must be >= 1"):
         predict([photo], ckpt, tmp_path / "o", every=0, **REF)
     with pytest.raises(ValueError, match="--backend nope"):
         predict([photo], ckpt, tmp_path / "o", backend="nope")
@@ -180,7 +183,8 @@ def test_inputs_that_would_share_an_output_name_get_distinct_ones(ckpt, tmp_path
     res = predict([a, b, v1, v2], ckpt, tmp_path / "out", **REF)
     assert res.errors == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "clip-2.mp4", "clip-2.timeline.png", "clip.mp4", "clip.timeline.png", "predictions.jsonl", "x-2.jpg", "x.jpg"]
+        "clip-2.mp4", "clip-2.timeline.png", "clip.mp4", "clip.timeline.png", "predictions.files.json",
+        "predictions.jsonl", "x-2.jpg", "x.jpg"]
 
 
 def test_a_small_face_in_a_large_photo_is_found(ckpt, tmp_path):

@@ -189,3 +189,15 @@ def test_an_exported_onnx_model_gives_the_checkpoints_answers(ckpt, rec, tmp_pat
             np.testing.assert_allclose(list(a.probs.values()), list(b.probs.values()), atol=1e-5)
             np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)
 
+
+
+def test_the_readme_example_runs(ckpt, tmp_path, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("Emotion recognition from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    video = moving_face_video(tmp_path / "talk.mp4", frames=6)
+    code = (code.replace('"runs/quickstart/best.pt"', repr(str(ckpt))).replace('"photo.jpg"', repr(str(GRACE_PATH)))
+            .replace('"talk.mp4"', repr(str(video))))
+    exec(compile(code, "README.md", "exec"), {"frame_rgb": grace()})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 6 and lines[0].startswith("[") and lines[-1].startswith("5 0.41")

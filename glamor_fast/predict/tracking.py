@@ -1,14 +1,16 @@
 """Face tracks across the frames of a video: a greedy IoU / centre-distance matcher, and
 per-track temporal smoothing of class probabilities.
 
-Detection runs every N frames; between detections each track's box moves on with the track's last
-motion (constant velocity: the shift of the box centre between its last two detections, per
-frame; the box keeps its last detected size), so boxes follow moving faces instead of lagging
-until the next detection, and every frame still gets one record per tracked face. A track found in at least two rounds and
-then missed by one is still shown at its last box (detectors such as Haar flicker); a track
-found only once is hidden as soon as it is missed (most of Haar's false positives last one
-frame); missed by more than ``hold_missed`` rounds a track is hidden but can still be matched
-again under its id; missed by more than ``max_missed`` it is dropped. Ids are never reused.
+Detection runs every N frames; between detections each track's box moves on with the track's
+last motion (constant velocity: the shift of its box centre between its last two detections,
+per frame; the box keeps its last detected size), so boxes follow moving faces instead of
+lagging until the next detection (bench/RESULTS.md, "Face detection"), and every frame still
+gets one record per tracked face. Detections are matched against the boxes predicted for their
+frame. A track found in at least two rounds and then missed by one stops where it was predicted
+at that round and is still shown there (detectors such as Haar flicker); a track found only
+once is hidden as soon as it is missed (most of Haar's false positives last one frame); missed
+by more than ``hold_missed`` rounds a track is hidden but can still be matched again under its
+id; missed by more than ``max_missed`` it is dropped. Ids are never reused.
 """
 from __future__ import annotations
 

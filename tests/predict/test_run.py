@@ -206,6 +206,68 @@ def test_attention_of_several_faces_one_panel_each(ckpt, tmp_path):
     panels = read_image(tmp_path / "out/two.attention.png")
     assert panels.shape == (600, 2 * 1024, 3)
     # each panel is the frame with one face's map: the maps differ (each face has its own masked
-    # context), also away from the boxes and labels
-    left, right = panels[400:550, 400:620].astype(int), panels[400:550, 1024 + 400:1024 + 620].astype(int)
+    # context), also away from the boxes and labels (below both faces, inside the context crop)
+    left, right = panels[340:600, 250:780].astype(int), panels[340:600, 1024 + 250:1024 + 780].astype(int)
     assert np.abs(left - right).max() > 30
+
+
+def test_a_used_out_is_refused_unless_overwrite(ckpt, tmp_path):
+    out = tmp_path / "out"
+    predict([GRACE_PATH], ckpt, out, **REF)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(ValueError, match=r"--out .* holds the results of an earlier run \(predictions.jsonl and 2 more\); "
+                                         r"pass --overwrite"):
+        predict([GRACE_PATH], ckpt, out, **REF)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
+    other = tmp_path / "other"  # no predictions.jsonl, but a file where an output goes
+    write_rgb(other / "grace_hopper.jpg", grace())
+    with pytest.raises(ValueError, match=r"\(grace_hopper.jpg\)"):
+        predict([GRACE_PATH], ckpt, other, **REF)
+    assert predict([GRACE_PATH], ckpt, out, overwrite=True, **REF).records == 1
+
+
+def test_overwrite_removes_only_the_files_the_earlier_run_wrote(ckpt, tmp_path):
+    out = tmp_path / "out"
+    first = [write_rgb(tmp_path / "in/a/face.jpg", grace()), write_rgb(tmp_path / "in/a/edited.png", grace()),
+             moving_face_video(tmp_path / "in/clip.mp4", frames=3)]
+    predict(first, ckpt, out, **REF)
+    (out / "notes.txt").write_text("mine")                      # the user's own files
+    write_rgb(out / "sub/mine.png", grace())
+    (out / "edited.png").write_bytes((out / "edited.png").read_bytes() + b"\0")  # a listed file changed since
+    with pytest.warns(UserWarning, match=r"edited.png: kept \(--overwrite\)"):
+        res = predict([write_rgb(tmp_path / "in/b.png", two_faces())], ckpt, out, overwrite=True, **REF)
+    assert sorted(p.name for p in res.removed) == ["clip.mp4", "clip.timeline.png", "face.jpg"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "b.png", "edited.png", "notes.txt", "predictions.files.json", "predictions.jsonl", "sub", "sub/mine.png"]
+    assert {r["source"] for r in read_jsonl(out / "predictions.jsonl")} == {str(tmp_path / "in/b.png")}
+    # a listed file in a folder the run created: the folder goes when it is left empty
+    predict([tmp_path / "in/a"], ckpt, tmp_path / "nested", **REF)
+    predict([tmp_path / "in/b.png"], ckpt, tmp_path / "nested", overwrite=True, **REF)
+    assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == [
+        "b.png", "predictions.files.json", "predictions.jsonl"]
+
+
+def test_csv_holds_the_json_lines_as_a_table(ckpt, tmp_path):
+    import csv
+
+    video = moving_face_video(tmp_path / "clip.mp4", frames=3)
+    blank = write_rgb(tmp_path / "blank.png", np.full((120, 160, 3), 128, np.uint8))
+    res = predict([GRACE_PATH, video, blank], ckpt, tmp_path / "out", csv=tmp_path / "table.csv", **REF)
+    assert res.csv == tmp_path / "table.csv"
+    with open(res.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = read_jsonl(res.jsonl)
+    assert len(rows) == len(records) == 5
+    assert list(rows[0]) == ["source", "frame", "time_s", "track", "box_x1", "box_y1", "box_x2", "box_y2",
+                             "detector_score", "emotion", *[f"probs_{c}" for c in records[0]["probs"]]]
+    for row, r in zip(rows, records):
+        assert row["source"] == r["source"] and int(row["frame"]) == r["frame"]
+        assert float(row["time_s"]) == r["time_s"] and row["emotion"] == (r["emotion"] or "")
+        if r["box"] is None:
+            assert row["box_x1"] == row["track"] == row["probs_Happy"] == row["detector_score"] == ""
+        else:
+            assert [int(row[f"box_{k}"]) for k in ("x1", "y1", "x2", "y2")] == r["box"]
+            assert [float(row[f"probs_{c}"]) for c in r["probs"]] == list(r["probs"].values())
+    with pytest.raises(ValueError, match="--csv .*table.csv already exists; pass --overwrite"):
+        predict([GRACE_PATH], ckpt, tmp_path / "out2", csv=tmp_path / "table.csv", **REF)
+    assert not (tmp_path / "out2").exists()

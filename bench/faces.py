@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     for name in eq:
         a, b = eq[name], plain[name]
         extra = lambda r: f" ({r['frames_all_found']}/{r['frames']} frames all)" if "frames" in r else ""  # noqa: E731
-        print(f"| {name} | {a['faces']} | {a['found']} / {a['false']}{extra(a)} | {b['found']} / {b['false']}{extra(b)} |")
+        print(f"| {name} | {a['faces']} | {a['found']} / {a['false']}{extra(a)} | "
+              f"{b['found']} / {b['false']}{extra(b)} |")
     print("\n| clip | boxes held: mean IoU (between detections) | constant velocity: mean IoU (between) |")
     print("|---|---:|---:|")
     for name, row in result["tracking"].items():

@@ -40,7 +40,7 @@ DEFAULT_MIN_FACE = 40      # smaller faces are ignored (the model sees faces at 
 DEFAULT_EVERY = 5          # videos: detect on every 5th frame; the tracker fills the frames between
 MAX_FACES = 32             # faces per forward pass at most (bounds memory for large batches and crowds)
 
-ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821 (PIL is optional)
 
 
 @dataclass
@@ -212,11 +212,15 @@ class EmotionRecognizer:
 
     def predict_batch(self, images: Sequence[ImageInput], attention: bool = False,
                       boxes: Optional[Sequence[Sequence]] = None) -> list[list[Face]]:
-        """``predict`` for many images: the faces of all of them go through the model together
-        (MAX_FACES per forward pass). ``boxes``: one list of boxes per image (None: detect)."""
+        """``predict`` for many images (a list, or an (N, H, W, 3) uint8 array): the faces of all of
+        them go through the model together (MAX_FACES per forward pass). ``boxes``: one list of
+        boxes per image (None: detect)."""
         self._check_attention(attention)
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)  # (N, H, W, 3): N images
         if isinstance(images, (str, os.PathLike, np.ndarray)):
-            raise ValueError("predict_batch: expected a list of images; use predict() for one image")
+            raise ValueError("predict_batch: expected a list of images (or an (N, H, W, 3) array); "
+                             "use predict() for one image")
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"predict_batch: {len(boxes)} box lists for {len(images)} images")
         rgb = [as_rgb(img, f"image {i}" if not isinstance(img, (str, os.PathLike)) else str(img))

@@ -97,6 +97,8 @@ def test_batch_is_chunked(rec, monkeypatch):
     calls = count_forward(monkeypatch)
     faces = rec.predict_batch([grace()] * 5, boxes=[[GRACE_FACE]] * 5)
     assert calls == [2, 2, 1] and [len(f) for f in faces] == [1] * 5
+    stacked = rec.predict_batch(np.stack([grace()] * 2), boxes=[[GRACE_FACE]] * 2)  # an (N, H, W, 3) array
+    assert [f[0].box for f in stacked] == [list(GRACE_FACE)] * 2
 
 
 def test_video_frames_with_tracks(rec, tmp_path, monkeypatch):

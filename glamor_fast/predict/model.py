@@ -63,7 +63,8 @@ class TorchGlamorNet:
 
     @torch.inference_mode()
     def __call__(self, face: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """face (B, 3, 96, 96), context (B, 3, 112, 112) float32 in [0, 1] -> (logits (B, C), attn (B, h, w) or None), on the CPU."""
+        """face (B, 3, 96, 96), context (B, 3, 112, 112) float32 in [0, 1] -> (logits (B, C),
+        attn (B, h, w) or None), float32 on the CPU."""
         cl = torch.channels_last
         face = face.to(self.device).contiguous(memory_format=cl)
         context = context.to(self.device).contiguous(memory_format=cl)

@@ -101,14 +101,14 @@ def predict(inputs: Sequence, checkpoint, out_dir, *, detector: Union[str, Calla
                              "them, or choose another folder")
         if csv is not None and Path(csv).exists():
             raise ValueError(f"--csv {csv} already exists; pass --overwrite to replace it")
-    if csv is not None:
-        _writable_dir(Path(csv).parent, f"--csv {csv}")
     rec = EmotionRecognizer(checkpoint, detector=detector, device=device, backend=backend, min_face=min_face,
                             detect_side=detect_side)
     if attention and rec.attention_kind not in ("gla", "ca"):
         raise ValueError(f"--attention needs a model with GLA or CA attention; checkpoint {checkpoint} has "
                          f"attention {rec.attention_kind!r}")
     _writable_dir(out_dir, f"--out {out_dir}")
+    if csv is not None:
+        _writable_dir(Path(csv).parent, f"--csv {csv}")
     old_files = manifest.read_manifest(out_dir)
     report = on_error or (lambda line: None)
     for line in errors:
@@ -162,7 +162,8 @@ def _refuse_overwriting_inputs(sources: Iterable[Source], out_dir: Path, csv: Op
     for s in sources:
         for out in _output_paths(s, out_dir):
             if out.resolve() in inputs:
-                raise ValueError(f"--out {out_dir}: writing {out} would overwrite the input {out}; choose another folder")
+                raise ValueError(f"--out {out_dir}: writing {out} would overwrite the input {out}; "
+                                 "choose another folder")
     if csv is not None:
         reserved = {(out_dir / name).resolve() for name in (JSONL_NAME, manifest.MANIFEST_NAME)}
         if Path(csv).resolve() in inputs | reserved:

@@ -15,7 +15,8 @@ def test_only_listed_unchanged_files_inside_the_folder_are_removed(tmp_path):
     outside.write_text("user")
     entries = manifest.entries_for(out, [out / "a/old.jpg", out / "kept.jpg", out / "changed.jpg", outside])
     assert [e["path"] for e in entries] == ["a/old.jpg", "kept.jpg", "changed.jpg"]  # outside: not listed
-    manifest.write_manifest(out, entries + [{"path": "../outside.txt", "size": 4, "mtime_ns": outside.stat().st_mtime_ns}])
+    escape = {"path": "../outside.txt", "size": 4, "mtime_ns": outside.stat().st_mtime_ns}
+    manifest.write_manifest(out, entries + [escape])
     (out / "changed.jpg").write_text("edited")
     with pytest.warns(UserWarning, match="changed.jpg: kept"):
         removed = manifest.remove_stale(out, manifest.read_manifest(out), keep={"kept.jpg"})

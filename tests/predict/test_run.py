@@ -215,8 +215,8 @@ def test_a_used_out_is_refused_unless_overwrite(ckpt, tmp_path):
     out = tmp_path / "out"
     predict([GRACE_PATH], ckpt, out, **REF)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    with pytest.raises(ValueError, match=r"--out .* holds the results of an earlier run \(predictions.jsonl and 2 more\); "
-                                         r"pass --overwrite"):
+    with pytest.raises(ValueError, match=r"--out .* holds the results of an earlier run "
+                                         r"\(predictions.jsonl and 2 more\); pass --overwrite"):
         predict([GRACE_PATH], ckpt, out, **REF)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
     other = tmp_path / "other"  # no predictions.jsonl, but a file where an output goes
@@ -271,3 +271,8 @@ def test_csv_holds_the_json_lines_as_a_table(ckpt, tmp_path):
     with pytest.raises(ValueError, match="--csv .*table.csv already exists; pass --overwrite"):
         predict([GRACE_PATH], ckpt, tmp_path / "out2", csv=tmp_path / "table.csv", **REF)
     assert not (tmp_path / "out2").exists()
+    from glamor_fast.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError):  # settings are checked before any folder is made
+        predict([GRACE_PATH], tmp_path / "absent.pt", tmp_path / "out3", csv=tmp_path / "new/t.csv", **REF)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "out3").exists()

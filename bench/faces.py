@@ -18,9 +18,10 @@ matched at most once); every other detection is a false box.
 
 Tracking: the same clips (and one face sliding linearly), Haar without equalizeHist every 5
 frames; for every true face of every frame, the IoU of the best box shown (0 when none),
-averaged over all frames and over the frames between detections, with
-``FaceTracker`` holding boxes still between detections (before) and carrying the last motion
-(after).
+averaged over all frames and over the frames between detections, with ``FaceTracker`` holding
+boxes still between detections (the old behaviour), carrying the last motion (constant
+velocity), and following the image's optical flow inside each box (``FaceTracker.follow``, what
+``predict`` does now; constant velocity where the flow finds too few points).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +101,10 @@ def detection(clips: dict, frames_of: dict) -> dict:
 
 def tracking(clips: dict, frames_of: dict, every: int = 5) -> dict:
     from glamor_fast.data.faces import HaarFaceDetector
-    from glamor_fast.recognizer import DEFAULT_DETECT_SIDE, DEFAULT_MIN_FACE
+    import cv2
+
     from glamor_fast.predict.tracking import FaceTracker, iou
+    from glamor_fast.recognizer import DEFAULT_DETECT_SIDE, DEFAULT_MIN_FACE, FLOW_SIDE
 
     detector = HaarFaceDetector(max_side=DEFAULT_DETECT_SIDE, min_size=DEFAULT_MIN_FACE, equalize=False)
     out = {}
@@ -108,11 +112,19 @@ def tracking(clips: dict, frames_of: dict, every: int = 5) -> dict:
         frames = frames_of[name]
         found = {i: detector(frames[i]) for i in range(0, len(frames), every)}
         row = {}
-        for mode in ("hold", "constant velocity"):
-            tracker, ious, between = FaceTracker(), [], []
+        h, w = frames[0].shape[:2]
+        scale = min(1.0, FLOW_SIDE / max(h, w))
+        grays = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (round(w * scale), round(h * scale)),
+                            interpolation=cv2.INTER_AREA) for f in frames]
+        for mode in ("hold", "constant velocity", "optical flow"):
+            tracker, ious, between, follow_s = FaceTracker(), [], [], []
             for i in range(len(frames)):
                 if i in found:
                     tracker.update(found[i], frame=i if mode != "hold" else None)
+                elif mode == "optical flow" and i > 0:
+                    t0 = time.perf_counter()
+                    tracker.follow(grays[i - 1], grays[i], i, scale)
+                    follow_s.append(time.perf_counter() - t0)
                 shown = [t.box_at(i if mode != "hold" else None) for t in tracker.current()]
                 for true in truth[i]:  # each true face: the best shown box's IoU (0 when none is shown)
                     best = max((iou(box, true) for box in shown), default=0.0)
@@ -120,6 +132,9 @@ def tracking(clips: dict, frames_of: dict, every: int = 5) -> dict:
                     if i not in found:
                         between.append(best)
             row[mode] = {"mean_iou": statistics.fmean(ious), "mean_iou_between": statistics.fmean(between)}
+            if follow_s:  # the time of FaceTracker.follow per frame (all faces), milliseconds
+                row[mode]["follow_ms"] = {"median": 1000 * statistics.median(follow_s),
+                                          "max": 1000 * max(follow_s)}
         out[name] = row
     return out
 
@@ -162,12 +177,15 @@ def main(argv=None) -> int:
         extra = lambda r: f" ({r['frames_all_found']}/{r['frames']} frames all)" if "frames" in r else ""  # noqa: E731
         print(f"| {name} | {a['faces']} | {a['found']} / {a['false']}{extra(a)} | "
               f"{b['found']} / {b['false']}{extra(b)} |")
-    print("\n| clip | boxes held: mean IoU (between detections) | constant velocity: mean IoU (between) |")
-    print("|---|---:|---:|")
+    modes = ("hold", "constant velocity", "optical flow")
+    print("\n| clip | " + " | ".join(f"{m}: mean IoU (between detections)" for m in modes) + " |")
+    print("|---|---:|---:|---:|")
     for name, row in result["tracking"].items():
-        h, v = row["hold"], row["constant velocity"]
-        print(f"| {name} | {h['mean_iou']:.3f} ({h['mean_iou_between']:.3f}) | "
-              f"{v['mean_iou']:.3f} ({v['mean_iou_between']:.3f}) |")
+        print(f"| {name} | " + " | ".join(f"{row[m]['mean_iou']:.3f} ({row[m]['mean_iou_between']:.3f})"
+                                         for m in modes) + " |")
+    print("\noptical flow, FaceTracker.follow per frame (all faces of the frame), ms median [max]: "
+          + "; ".join(f"{name} {row['optical flow']['follow_ms']['median']:.1f} "
+                      f"[{row['optical flow']['follow_ms']['max']:.1f}]" for name, row in result["tracking"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

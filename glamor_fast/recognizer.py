@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 
 from glamor_fast.data.caer import read_image
 from glamor_fast.data.faces import Detection, make_detector
-from glamor_fast.data.transforms import clip_box, preprocess
+from glamor_fast.data.transforms import CONTEXT_CROP, FACE_SIZE, clip_box, preprocess
 from glamor_fast.predict.model import load_net
 from glamor_fast.predict.tracking import FaceTracker, ProbSmoother
 
@@ -38,6 +39,7 @@ DEFAULT_DETECT_SIDE = 480  # Haar runs on video frames downscaled to this longer
 IMAGE_DETECT_SIDE = 1280   # ... and on still images downscaled to at most this (at least detect_side)
 DEFAULT_MIN_FACE = 40      # smaller faces are ignored (the model sees faces at 96x96); also halves Haar's time
 DEFAULT_EVERY = 5          # videos: detect on every 5th frame; the tracker fills the frames between
+FLOW_SIDE = 480            # videos: boxes follow the faces' motion between detections on a grey copy this size
 MAX_FACES = 32             # faces per forward pass at most (bounds memory for large batches and crowds)
 
 ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821 (PIL is optional)
@@ -171,6 +173,12 @@ class EmotionRecognizer:
         """face (B, 3, 96, 96), context (B, 3, 112, 112): float32 in [0, 1], numpy or CPU tensors
         -> (probs (B, C) float32 numpy, attn (B, h, w) float32 numpy or None)."""
         face, context = (torch.as_tensor(np.asarray(x, np.float32)) for x in (face, context))
+        n = face.shape[0] if face.ndim else 0
+        want_face, want_context = (3, FACE_SIZE, FACE_SIZE), (3, CONTEXT_CROP, CONTEXT_CROP)
+        if tuple(face.shape[1:]) != want_face or tuple(context.shape) != (n, *want_context):
+            raise ValueError(f"forward: expected face (B, {', '.join(map(str, want_face))}) and context "
+                             f"(B, {', '.join(map(str, want_context))}), got {tuple(face.shape)} and "
+                             f"{tuple(context.shape)}")
         logits, attn = self.net(face, context)
         probs = torch.softmax(logits.float(), 1).numpy()
         return probs, None if attn is None else np.asarray(attn, np.float32)
@@ -246,7 +254,8 @@ class EmotionRecognizer:
         frame at a time while iterating).
 
         Faces are detected every ``every`` frames and tracked in between (stable ``Face.track``
-        ids; boxes carried on with each face's last motion). ``smooth``: time constant in seconds
+        ids; between detections each box follows the motion of the image inside it, by optical
+        flow, or failing that carries on with the face's last motion). ``smooth``: time constant in seconds
         of per-track exponential smoothing of the probabilities (None: off). The faces of
         ``batch_frames`` frames go through the model in one forward pass. A video that ends
         before the frame count its container states (by more than 1 frame and 1%) gives a
@@ -291,16 +300,25 @@ class VideoPredictions:
     def __iter__(self) -> Iterator[VideoFrame]:
         tracker = FaceTracker()
         buffer: list[tuple[VideoFrame, list]] = []
-        n_faces = 0
+        n_faces, prev_gray = 0, None
+        scale = min(1.0, FLOW_SIDE / max(self.size))
         try:
             for index, image in enumerate(self.reader):
                 self.frames_read = index + 1
                 if (image.shape[1], image.shape[0]) != self.size:
                     raise ValueError(f"{self.path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
                                      f"the video {self.size[0]}x{self.size[1]}")
+                h, w = image.shape[:2]
+                gray = None
+                if self.every > 1:  # between detections the boxes follow the image's motion
+                    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+                    if scale < 1.0:
+                        gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
                 if index % self.every == 0:
                     tracker.update(self.rec.detect(image, video=True), frame=index)
-                h, w = image.shape[:2]
+                elif prev_gray is not None:
+                    tracker.follow(prev_gray, gray, index, scale)
+                prev_gray = gray
                 tracks = []
                 for t in tracker.current():
                     box = clip_box(t.box_at(index), h, w)

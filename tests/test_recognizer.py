@@ -143,6 +143,8 @@ def test_bad_inputs_raise_one_clear_error(ckpt, rec, tmp_path):
         rec.predict(grace(), boxes=[[10, 10, 5, 20]])
     with pytest.raises(ValueError, match=r"2 box lists for 1 images"):
         rec.predict_batch([grace()], boxes=[[], []])
+    with pytest.raises(ValueError, match=r"forward: expected face \(B, 3, 96, 96\) .* got \(2, 3, 96, 96\) and \(1, 3"):
+        rec.forward(np.zeros((2, 3, 96, 96), np.float32), np.zeros((1, 3, 112, 112), np.float32))
     with pytest.raises(FileNotFoundError, match="nothing.mp4"):
         rec.predict_video(tmp_path / "nothing.mp4")
     with pytest.raises(ValueError, match="every must be >= 1"):

@@ -86,11 +86,10 @@ def test_video_one_stable_track_every_frame_annotated(ckpt, tmp_path, monkeypatc
     assert {r["track"] for r in records} == {0}
     assert records[5]["time_s"] == pytest.approx(5 / 12.0)
     assert calls == [8, 8, 8]  # the faces of 8 frames per forward pass
-    # boxes follow the face (it moves 3 px a frame): held until a second detection gives its motion,
-    # then carried on with it between detections
+    # boxes follow the face (it moves 3 px a frame), also between detections
     assert records[21]["box"][0] - records[0]["box"][0] > 40
-    assert records[1]["box"] == records[2]["box"] == records[0]["box"]
-    assert records[3]["box"][0] < records[4]["box"][0] < records[5]["box"][0]
+    xs = [r["box"][0] for r in records]
+    assert all(a < b for a, b in zip(xs[:6], xs[1:6])), xs
     assert count_frames(tmp_path / "out/clip.mp4") == (24, pytest.approx(12.0), (320, 240))
     png = cv2.imread(str(tmp_path / "out/clip.timeline.png"))
     assert png is not None and png.shape[0] > 100

@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "decodes) and folders of them (searched recursively, sorted)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help="checkpoint to use (default %(default)s, written by `glamor-fast quickstart`; "
-                             "that one is trained on the synthetic built-in dataset, not on real faces)")
+                             "that one is trained on the synthetic built-in dataset, not on real faces), or an "
+                             "exported .onnx model (run with onnxruntime: pip install \".[onnx]\")")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help=f"output folder: annotated images/videos, a timeline PNG per video, {JSONL_NAME}, "
                              f"{MANIFEST_NAME} (the files written); a folder an earlier run used is refused "

@@ -1,7 +1,7 @@
 """Face detection for ``predict``: OpenCV's Haar cascade with and without ``equalizeHist``, and
 boxes between detections held still or carried on with the last motion.
 
-    python -m bench.faces [--frames 45] [--json PATH]
+    python -m bench.faces [--frames 45] [--json PATH] [--quick]
 
 Detection (``HaarFaceDetector(equalize=True|False)``, ``predict``'s settings: video frames on a
 480-px copy, still images on a 1280-px copy, faces from 40 px):
@@ -56,11 +56,13 @@ def match(found, truth) -> tuple[int, int]:
     return len(used_t), len(found) - len(used_d)
 
 
-def photos() -> list[tuple[str, np.ndarray, list]]:
+def photos(skimage: bool = True) -> list[tuple[str, np.ndarray, list]]:
     from tests.predict.footage import GRACE_FACE, grace, two_faces
 
     out = [("grace_hopper.jpg", grace(), [GRACE_FACE]),
            ("grace_hopper.jpg twice", two_faces(), [GRACE_FACE, tuple(np.add(GRACE_FACE, [512, 0, 512, 0]))])]
+    if not skimage:
+        return out
     try:
         import skimage.data as data
     except ImportError:
@@ -76,11 +78,11 @@ def photos() -> list[tuple[str, np.ndarray, list]]:
     return out
 
 
-def detection(clips: dict, frames_of: dict) -> dict:
+def detection(clips: dict, frames_of: dict, skimage: bool = True) -> dict:
     from glamor_fast.data.faces import HaarFaceDetector
     from glamor_fast.recognizer import DEFAULT_DETECT_SIDE, DEFAULT_MIN_FACE, IMAGE_DETECT_SIDE
 
-    result, stills = {}, photos()
+    result, stills = {}, photos(skimage)
     for equalize in (True, False):
         video = HaarFaceDetector(max_side=DEFAULT_DETECT_SIDE, min_size=DEFAULT_MIN_FACE, equalize=equalize)
         still = HaarFaceDetector(max_side=IMAGE_DETECT_SIDE, min_size=DEFAULT_MIN_FACE, equalize=equalize)
@@ -158,15 +160,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.faces", description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=45)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--quick", action="store_true",
+                   help="one clip of each kind (flat 60 px; the linear slide) and matplotlib's photo only "
+                        "(a smoke run)")
     args = p.parse_args(argv)
+    chosen = {k: CLIPS[k] for k in list(CLIPS)[:1]} if args.quick else CLIPS
     clips, frames_of = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-faces-") as tmp:
-        for k, (name, kw) in enumerate({**CLIPS, **MOVING}.items()):
+        for k, (name, kw) in enumerate({**chosen, **MOVING}.items()):
             kw = dict(kw, crop=FULL) if kw.get("crop") == "full" else kw
             clips[name] = faces_clip(Path(tmp) / f"{k}.mp4", frames=args.frames, **kw)
             frames_of[name] = read_frames(Path(tmp) / f"{k}.mp4")
     info = machine_info(1)
-    result = {"machine": info, "detection": detection({k: clips[k] for k in CLIPS}, frames_of),
+    result = {"machine": info, "detection": detection({k: clips[k] for k in chosen}, frames_of, not args.quick),
               "tracking": tracking(clips, frames_of)}
     print(f"{info['cpu_model']}, load {info['load_average']}")
     print("| input | faces | equalizeHist: found / false | plain: found / false |")

@@ -7,7 +7,7 @@ from tests.helpers import run_bench
 
 def test_faces_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "faces.json"
-    proc = run_bench("faces", "--frames", "6", "--json", str(out))
+    proc = run_bench("faces", "--frames", "6", "--quick", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     eq, plain = res["detection"]["equalizeHist"], res["detection"]["plain"]

@@ -119,6 +119,17 @@ def _check_boxes(boxes, image: np.ndarray, what: str) -> list:
     return out
 
 
+def _net_settings(net) -> tuple[bool, Optional[str]]:
+    """(face visible in the context, attention kind: "gla", "ca", "none" or None when unknown) of a
+    network: ``TorchGlamorNet``'s attributes, or the metadata an ONNX export carries
+    (``preprocessing["face_visible_in_context"]``, ``metadata["attention"]``)."""
+    if hasattr(net, "face_visible"):
+        return bool(net.face_visible), net.attention_kind
+    preprocessing = getattr(net, "preprocessing", None) or {}
+    metadata = getattr(net, "metadata", None) or {}
+    return bool(preprocessing.get("face_visible_in_context", False)), metadata.get("attention")
+
+
 def check_video_options(every: int, smooth: Optional[float], batch_frames: int) -> None:
     """ValueError naming the first bad one of ``predict_video``'s options."""
     if int(every) < 1:
@@ -154,8 +165,7 @@ class EmotionRecognizer:
         self.checkpoint = checkpoint
         self.net = load_net(checkpoint, device=device, backend=backend)
         self.classes = list(self.net.classes)
-        self.face_visible = bool(getattr(self.net, "face_visible", False))
-        self.attention_kind = getattr(self.net, "attention_kind", "gla")
+        self.face_visible, self.attention_kind = _net_settings(self.net)
         self.min_face = int(min_face)
         if detector == "haar":
             image_side = None if detect_side is None else max(detect_side, IMAGE_DETECT_SIDE)
@@ -275,7 +285,7 @@ class EmotionRecognizer:
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_attention(self, attention: bool) -> None:
-        if attention and self.attention_kind not in ("gla", "ca"):
+        if attention and self.attention_kind not in ("gla", "ca", None):
             raise ValueError(f"attention maps need a model with GLA or CA attention; checkpoint {self.checkpoint} "
                              f"has attention {self.attention_kind!r}")
 

@@ -205,3 +205,30 @@ def test_the_readme_example_runs(ckpt, tmp_path, capsys):
     exec(compile(code, "README.md", "exec"), {"frame_rgb": grace()})
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 + 6 and lines[0].startswith("[") and lines[-1].startswith("5 0.41")
+
+
+def test_a_network_with_the_onnx_runners_contract_is_read_from_its_metadata(ckpt, rec, monkeypatch):
+    """What the recognizer needs of an exported model: ``classes``, ``preprocessing`` and ``metadata``
+    (as glamor_fast.export writes them) and ``__call__(face, context) -> (logits, attn)``."""
+    import glamor_fast.recognizer as recognizer
+
+    torch_net = recognizer.load_net(ckpt, **REF)
+
+    class ExportLike:  # the PyTorch network behind the ONNX runner's interface only
+        def __init__(self, face_visible):
+            self._net = torch_net
+            self.classes = self._net.classes
+            self.preprocessing = {"face_visible_in_context": face_visible}
+            self.metadata = {"attention": "gla"}
+
+        def __call__(self, face, context):
+            return self._net(face, context)
+
+    for face_visible in (False, True):
+        monkeypatch.setattr(recognizer, "load_net", lambda *a, **k: ExportLike(face_visible))
+        other = EmotionRecognizer("model.onnx")
+        assert (other.face_visible, other.attention_kind) == (face_visible, "gla")
+        (f,) = other.predict(GRACE_PATH, attention=True)
+        (want,) = rec.predict(GRACE_PATH, attention=True)
+        same = np.allclose(list(f.probs.values()), list(want.probs.values()), atol=1e-6)
+        assert same != face_visible  # a visible face changes the context, hence the answer

@@ -93,7 +93,7 @@ def stage_times(clip: Path, ckpt: Path, out: Path, threads: int, every: int, det
     import glamor_fast.predict.outputs as outputs
     import glamor_fast.predict.run as run
     from glamor_fast.data.faces import make_detector
-    from glamor_fast.predict.model import FaceClassifier
+    from glamor_fast.recognizer import DEFAULT_DETECT_SIDE, DEFAULT_MIN_FACE, EmotionRecognizer
 
     torch.set_num_threads(threads)
     spent = {"decode": 0.0, "detect": 0.0, "model": 0.0, "annotate": 0.0, "encode": 0.0}
@@ -108,7 +108,7 @@ def stage_times(clip: Path, ckpt: Path, out: Path, threads: int, every: int, det
         return wrapper
 
     real_read = cv2.VideoCapture.read
-    saved = (inputs.VideoReader.__iter__, FaceClassifier.__call__, run.draw_faces, outputs.cv2)
+    saved = (inputs.VideoReader.__iter__, EmotionRecognizer.classify, run.draw_faces, outputs.cv2)
 
     class TimedCapture:  # cv2.VideoCapture's read() timed; everything else passed through
         def __init__(self, cap):
@@ -141,17 +141,17 @@ def stage_times(clip: Path, ckpt: Path, out: Path, threads: int, every: int, det
             return W()
 
     inputs.VideoReader.__iter__ = timed_iter
-    FaceClassifier.__call__ = timed("model", saved[1])
+    EmotionRecognizer.classify = timed("model", saved[1])
     run.draw_faces = timed("annotate", saved[2])
     outputs.cv2 = TimedWriterCv2()
     try:
-        kw = {"max_side": run.DEFAULT_DETECT_SIDE, "min_size": run.DEFAULT_MIN_FACE} if detector_name == "haar" else {}
+        kw = {"max_side": DEFAULT_DETECT_SIDE, "min_size": DEFAULT_MIN_FACE} if detector_name == "haar" else {}
         detector = make_detector(detector_name, **kw)
         t0 = time.perf_counter()
         run.predict([clip], ckpt, out, detector=timed("detect", detector), every=every)
         wall = time.perf_counter() - t0
     finally:
-        inputs.VideoReader.__iter__, FaceClassifier.__call__, run.draw_faces, outputs.cv2 = saved
+        inputs.VideoReader.__iter__, EmotionRecognizer.classify, run.draw_faces, outputs.cv2 = saved
     spent["rest"] = max(wall - sum(v for k, v in spent.items() if k != "encode"), 0.0)
     return {"wall_s": wall, **spent}
 

@@ -8,9 +8,20 @@ from .ops.gla import gla
 
 __version__ = "0.1.0"
 
+_LAZY = {"EmotionRecognizer", "Face", "VideoFrame"}  # glamor_fast.recognizer (OpenCV), imported on first use
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import recognizer
+
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'glamor_fast' has no attribute {name!r}")
+
+
 __all__ = [
     "AdaptiveFusion", "available_backends", "build_model", "CAERNetS", "ContextAttention",
-    "Conv5Encoder", "fold_batchnorm", "gla", "gla_reference", "GLAMORNet", "GlobalLocalAttention",
+    "Conv5Encoder", "EmotionRecognizer", "Face", "fold_batchnorm", "gla", "gla_reference", "GLAMORNet", "GlobalLocalAttention",
     "load_tf_checkpoint", "optimize_for_inference", "PRESETS",
-    "ResNet18Encoder",
+    "ResNet18Encoder", "VideoFrame",
 ]

@@ -1,7 +1,8 @@
 """The ``glamor-fast`` command line: one sub-command per module of this package.
 
 The library holds no argparse; each module here named in COMMANDS exposes ``add_arguments(parser)`` and ``main(args) -> int``.
-``glamor-fast`` with no sub-command runs MAIN_JOB, the README quick start's main job.
+``glamor-fast`` with no sub-command runs MAIN_JOB, the README quick start's main job. Python
+warnings raised while a command runs print as one line, ``glamor-fast COMMAND: warning: ...``.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import importlib
 import logging
 import sys
 from typing import Optional
+
+from .warning_lines import one_line_warnings
 
 COMMANDS = {
     "demo": ("glamor_fast.cli.demo", "one forward and backward pass of GLAMOR-Net on a random batch"),
@@ -68,7 +71,9 @@ def main(argv=None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(importlib.import_module(COMMANDS[args.command][0]).main(args) or 0)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    with one_line_warnings(args.command):
+        return int(module.main(args) or 0)
 
 
 if __name__ == "__main__":

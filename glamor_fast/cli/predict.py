@@ -8,6 +8,7 @@ import sys
 from glamor_fast.cli.errors import run_reporting_errors
 from glamor_fast.cli.predict_stream import add_stream_arguments, run_stream, stream_source
 from glamor_fast.data.faces import DETECTORS
+from glamor_fast.predict.manifest import MANIFEST_NAME
 from glamor_fast.predict.run import (DEFAULT_CHECKPOINT, DEFAULT_DETECT_SIDE, DEFAULT_EVERY, DEFAULT_MIN_FACE,
                                      JSONL_NAME)
 
@@ -38,9 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "decodes) and folders of them (searched recursively, sorted)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help="checkpoint to use (default %(default)s, written by `glamor-fast quickstart`; "
-                             "that one is trained on the synthetic built-in dataset, not on real faces)")
+                             "that one is trained on the synthetic built-in dataset, not on real faces), or an "
+                             "exported .onnx model (run with onnxruntime: pip install \".[onnx]\")")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help=f"output folder: annotated images/videos, a timeline PNG per video, {JSONL_NAME}")
+                        help=f"output folder: annotated images/videos, a timeline PNG per video, {JSONL_NAME}, "
+                             f"{MANIFEST_NAME} (the files written); a folder an earlier run used is refused "
+                             "unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a used --out: files there are replaced, and the files the earlier run "
+                             f"wrote (listed in its {MANIFEST_NAME}) that this run does not write again are "
+                             "deleted, unless changed since; nothing else is touched. Also replaces --csv")
+    parser.add_argument("--csv", metavar="FILE",
+                        help="also write the records to this CSV file (same fields as the JSON lines; box as "
+                             "box_x1..box_y2, probs as one probs_<class> column per class)")
     parser.add_argument("--detector", default="haar", choices=list(DETECTORS),
                         help="face detector (default %(default)s; dlib-cnn and dlib-hog need pip install \".[dlib]\")")
     parser.add_argument("--every", type=_positive_int, default=DEFAULT_EVERY, metavar="N",
@@ -96,13 +107,16 @@ def run(args: argparse.Namespace) -> int:
                          attention=args.attention, smooth=args.smooth_seconds if args.smooth else None,
                          device=args.device, backend=args.backend,
                          batch_frames=args.batch_frames, detect_side=args.detect_side, min_face=args.min_face,
-                         progress=args.progress or sys.stderr.isatty(), on_record=on_record, on_error=error)
+                         progress=args.progress or sys.stderr.isatty(), overwrite=args.overwrite, csv=args.csv,
+                         on_record=on_record, on_error=error)
     except KeyboardInterrupt:  # say what is kept; run_reporting_errors makes it exit status 130
         error(f"interrupted: the files of finished inputs are in {args.out}; {JSONL_NAME} was not "
               "written (an older one is left as it was)")
         raise
     done = len(result.outputs)
-    print(f"{result.records} records in {result.jsonl}; {done} files written to {args.out}"
+    print(f"{result.records} records in {result.jsonl}" + (f" and {result.csv}" if result.csv else "")
+          + f"; {done} files written to {args.out}"
+          + (f"; {len(result.removed)} files of the earlier run removed" if result.removed else "")
           + (f"; {len(result.errors)} input(s) failed (see above)" if result.errors else ""),
           file=sys.stderr if args.json else sys.stdout)
     return 1 if result.errors else 0

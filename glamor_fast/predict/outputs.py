@@ -110,23 +110,19 @@ class VideoWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-class JsonLines:
-    """predictions.jsonl, written to a temporary name and renamed by ``close()``."""
+class RecordFile:
+    """A text file of records written to a temporary name: ``close()`` renames it into place,
+    ``abort()`` deletes it, ``mark()``/``rewind(mark)`` drop the records written since the mark (an
+    input that failed half-way). Subclasses open ``self.file`` through ``__init__`` and count
+    ``self.count`` in their ``write``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, newline: Optional[str] = None):
         self.path = Path(path)
         self.tmp = temp_name(self.path)
-        self.file = open(self.tmp, "w", encoding="utf-8")
+        self.file = open(self.tmp, "w", encoding="utf-8", newline=newline)
         self.count = 0
 
-    def write(self, record: dict) -> str:
-        line = json.dumps(record, separators=(", ", ": "))
-        self.file.write(line + "\n")
-        self.count += 1
-        return line
-
     def mark(self) -> tuple[int, int]:
-        """A point to ``rewind`` to (drops the records of an input that failed half-way)."""
         self.file.flush()
         return self.file.tell(), self.count
 
@@ -145,11 +141,24 @@ class JsonLines:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict, max_panels: int = 8) -> Path:
+class JsonLines(RecordFile):
+    """predictions.jsonl: one JSON object per line."""
+
+    def write(self, record: dict) -> str:
+        line = json.dumps(record, separators=(", ", ": "))
+        self.file.write(line + "\n")
+        self.count += 1
+        return line
+
+
+def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict, max_panels: int = 8,
+                   duration: Optional[float] = None) -> Path:
     """Probability of each class over time, one panel per face track; saved as PNG.
 
     tracks: {track id: (times (n,) seconds, probs (n, C))}; no tracks gives one panel saying so.
     At most ``max_panels`` panels: the longest tracks (the title says how many were left out).
+    The panels share one time axis, from 0 to ``duration`` seconds (the video's length; None: the
+    last time of any track), so a face that appears late is drawn late.
     """
     from matplotlib.figure import Figure
 
@@ -159,7 +168,7 @@ def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict,
         tracks = {t: tracks[t] for t in keep}
     n = max(len(tracks), 1)
     fig = Figure(figsize=(8, 1.9 * n + 0.6), dpi=100)
-    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+    axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
     if not tracks:
         axes[0].text(0.5, 0.5, "no face found", ha="center", va="center", transform=axes[0].transAxes)
         axes[0].set_xticks([])
@@ -171,6 +180,10 @@ def write_timeline(path: Path, title: str, classes: Sequence[str], tracks: dict,
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track {tid}", fontsize=8)
         ax.tick_params(labelsize=7)
+    end = duration if duration is not None else max((float(np.max(t)) for t, _ in tracks.values() if len(t)),
+                                                    default=0.0)
+    if tracks and end > 0:
+        axes[0].set_xlim(0, end)
     if tracks:
         axes[0].legend(fontsize=7, ncol=len(classes), loc="lower left", bbox_to_anchor=(0, 1.02))
     axes[-1].set_xlabel("time (s)", fontsize=8)

@@ -33,7 +33,7 @@ def test_json_lines_on_stdout_and_files_in_out(ckpt, tmp_path, capsys):
     assert [r["frame"] for r in records] == [0, 0, 1, 2, 3, 4]
     assert (tmp_path / "out/predictions.jsonl").read_text().count("\n") == 6
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "grace_hopper.jpg", "clip.mp4", "clip.timeline.png", "predictions.jsonl"}
+        "grace_hopper.jpg", "clip.mp4", "clip.timeline.png", "predictions.jsonl", "predictions.files.json"}
     assert "6 records" in err
 
 
@@ -85,9 +85,9 @@ def test_bad_option_values_are_argparse_errors(ckpt, tmp_path, capsys):
 
 
 def test_interrupt_is_one_line_and_exit_130(ckpt, tmp_path, capsys, monkeypatch):
-    from glamor_fast.predict.model import FaceClassifier
+    from glamor_fast.recognizer import EmotionRecognizer
 
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     rc, _, err = run(capsys, GRACE_PATH, "--checkpoint", ckpt, "--out", tmp_path / "out", "--backend", "reference")
     assert rc == 130 and err.count("\n") == 1 and "interrupted" in err
     assert list((tmp_path / "out").iterdir()) == []
@@ -100,3 +100,27 @@ def test_dlib_hog_detector_end_to_end(ckpt, tmp_path, capsys):
     assert rc == 0, err
     (r,) = [json.loads(line) for line in out.splitlines()]
     assert r["detector_score"] > 0 and r["box"] is not None
+
+
+def test_a_video_cut_short_is_one_warning_line_with_the_frames_read(ckpt, tmp_path, capsys):
+    whole = moving_face_video(tmp_path / "clip.avi", frames=24)  # MJPG in AVI: frames decode up to the cut
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    rc, out, err = run(capsys, cut, "--checkpoint", ckpt, "--out", tmp_path / "out", "--backend", "reference")
+    assert rc == 0, err
+    (line,) = err.splitlines()
+    assert line.startswith("glamor-fast predict: warning: ") and "cut.avi: the video ends after 1" in line
+    assert "of the 24 frames" in line and "UserWarning" not in line
+
+
+def test_overwrite_and_csv_from_the_command_line(ckpt, tmp_path, capsys):
+    common = ["--checkpoint", ckpt, "--out", tmp_path / "out", "--backend", "reference"]
+    assert run(capsys, GRACE_PATH, *common, "--csv", tmp_path / "p.csv")[0] == 0
+    rc, out, err = run(capsys, GRACE_PATH, *common)
+    assert rc == 1 and out == "" and err.count("\n") == 1 and "pass --overwrite" in err
+    rc, out, err = run(capsys, moving_face_video(tmp_path / "clip.mp4", frames=2), *common, "--overwrite",
+                       "--csv", tmp_path / "p.csv")
+    assert rc == 0, err
+    assert "2 records in" in out and "p.csv" in out and "1 files of the earlier run removed" in out
+    assert not (tmp_path / "out/grace_hopper.jpg").exists()
+    assert (tmp_path / "p.csv").read_text().count("\n") == 3  # header + 2 frames

@@ -160,3 +160,21 @@ def test_detect_faces_cli(tree, capsys):
     assert faces_cli.main(args) == 0
     assert "2 images" in capsys.readouterr().out
     assert (root / "crop/test/Anger/a0.txt").is_file() and not (root / "crop/train").exists()
+
+
+def test_haar_finds_both_faces_of_a_flat_background_clip(tmp_path):
+    """Generated footage: two 60-px faces swinging over flat grey. With cv2.equalizeHist first (the
+    old default) the cascade found one face or none in every frame here (OpenCV 4.14); without it, both."""
+    from glamor_fast.predict.tracking import iou
+    from tests.predict.footage import faces_clip, read_frames
+
+    truth = faces_clip(tmp_path / "flat.mp4", "flat", frames=8, scale=0.3)
+    default, equalized = HaarFaceDetector(max_side=480, min_size=40), HaarFaceDetector(max_side=480, min_size=40,
+                                                                                        equalize=True)
+    both = {"default": 0, "equalized": 0}
+    for frame, boxes in zip(read_frames(tmp_path / "flat.mp4"), truth):
+        for name, det in (("default", default), ("equalized", equalized)):
+            found = [d.box for d in det(frame)]
+            hits = [max((iou(f, b) for f in found), default=0.0) >= 0.3 for b in boxes]
+            both[name] += all(hits) and len(found) == 2
+    assert both["default"] == 8 and both["equalized"] < 8, both

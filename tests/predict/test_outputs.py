@@ -55,3 +55,34 @@ def test_timeline_shows_the_longest_tracks_only(tmp_path, monkeypatch):
     assert panels == [4] and png.stat().st_size > 1000
     write_timeline(tmp_path / "none.png", "clip", ["a", "b", "c"], {})
     assert panels == [4, 1] and [p.name for p in sorted(tmp_path.iterdir())] == ["none.png", "t.png"]
+
+
+def test_timeline_panels_share_the_time_axis_of_the_whole_video(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    made = []
+    real = matplotlib.figure.Figure.subplots
+    monkeypatch.setattr(matplotlib.figure.Figure, "subplots",
+                        lambda self, *a, **k: made.append(real(self, *a, **k)) or made[-1])
+    early, late = np.linspace(0.0, 2.0, 5), np.linspace(6.0, 9.0, 5)  # a face leaves, another comes later
+    write_timeline(tmp_path / "t.png", "clip", ["a", "b"], {0: (early, np.full((5, 2), 0.5)),
+                                                            1: (late, np.full((5, 2), 0.5))}, duration=10.0)
+    top, bottom = made[0][:, 0]
+    assert top.get_shared_x_axes().joined(top, bottom)
+    assert top.get_xlim() == bottom.get_xlim() == (0.0, 10.0)
+
+
+def test_csv_records_flatten_boxes_and_probabilities_and_rewind(tmp_path):
+    from glamor_fast.predict.csv_records import CsvRecords
+
+    w = CsvRecords(tmp_path / "t.csv", ["source", "box", "probs"], {"probs": ["x", "y"]})
+    w.write({"source": "a.jpg", "box": [1, 2, 3, 4], "probs": {"x": 0.25, "y": 0.75}})
+    mark = w.mark()
+    w.write({"source": "b.jpg", "box": None, "probs": None})
+    w.rewind(mark)
+    w.write({"source": "c,d.jpg", "box": None, "probs": None})
+    assert not (tmp_path / "t.csv").exists()
+    w.close()
+    assert (tmp_path / "t.csv").read_text().splitlines() == [
+        "source,box_x1,box_y1,box_x2,box_y2,probs_x,probs_y", "a.jpg,1,2,3,4,0.25,0.75", '"c,d.jpg",,,,,,']
+    assert w.count == 2 and [p.name for p in tmp_path.iterdir()] == ["t.csv"]

@@ -10,8 +10,9 @@ import pytest
 
 import glamor_fast.data.transforms as transforms
 from glamor_fast.data import HaarFaceDetector, read_image
-from glamor_fast.predict import RECORD_FIELDS, FaceClassifier, ProbSmoother, predict
+from glamor_fast.predict import RECORD_FIELDS, ProbSmoother, predict
 from glamor_fast.predict.tracking import iou
+from glamor_fast.recognizer import EmotionRecognizer
 
 from .footage import GRACE_FACE, GRACE_PATH, count_frames, grace, moving_face_video, two_faces, write_rgb
 
@@ -49,8 +50,8 @@ def test_two_faces_each_with_only_its_own_face_masked_in_one_forward_pass(ckpt, 
     real_mask = transforms.mask_face
     monkeypatch.setattr(transforms, "mask_face", lambda img, box: masked.append((img, box)) or real_mask(img, box))
     calls = []
-    real_call = FaceClassifier.__call__
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda self, f, b: calls.append(len(b)) or real_call(self, f, b))
+    real_call = EmotionRecognizer.forward
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda self, f, c: calls.append(len(f)) or real_call(self, f, c))
     res = predict([path], ckpt, tmp_path / "out", **REF)
     records = read_jsonl(res.jsonl)
     assert len(records) == 2 and calls == [2]
@@ -65,9 +66,9 @@ def test_two_faces_each_with_only_its_own_face_masked_in_one_forward_pass(ckpt, 
         np.testing.assert_array_equal(ctx[other[1]:other[3], other[0]:other[2]],
                                       frame[other[1]:other[3], other[0]:other[2]])
     # the batched pass gives what one face at a time gives
-    clf = FaceClassifier(ckpt, **REF)
-    both = clf([frame, frame], [tuple(left), tuple(right)]).probs
-    one = clf([frame], [tuple(right)]).probs
+    rec = EmotionRecognizer(ckpt, **REF)
+    both = rec.classify([frame, frame], [tuple(left), tuple(right)])[0]
+    one = rec.classify([frame], [tuple(right)])[0]
     np.testing.assert_allclose(both[1], one[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose([list(r["probs"].values()) for r in records], both, atol=2e-6)
     assert read_image(tmp_path / "out/two.png").shape == frame.shape
@@ -76,8 +77,8 @@ def test_two_faces_each_with_only_its_own_face_masked_in_one_forward_pass(ckpt, 
 def test_video_one_stable_track_every_frame_annotated(ckpt, tmp_path, monkeypatch):
     video = moving_face_video(tmp_path / "in/clip.mp4", frames=24, fps=12.0)
     calls = []
-    real_call = FaceClassifier.__call__
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda self, f, b: calls.append(len(b)) or real_call(self, f, b))
+    real_call = EmotionRecognizer.forward
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda self, f, c: calls.append(len(f)) or real_call(self, f, c))
     res = predict([video], ckpt, tmp_path / "out", every=3, batch_frames=8, **REF)
     assert res.errors == []
     records = read_jsonl(tmp_path / "out/predictions.jsonl")
@@ -85,9 +86,10 @@ def test_video_one_stable_track_every_frame_annotated(ckpt, tmp_path, monkeypatc
     assert {r["track"] for r in records} == {0}
     assert records[5]["time_s"] == pytest.approx(5 / 12.0)
     assert calls == [8, 8, 8]  # the faces of 8 frames per forward pass
-    # boxes follow the face (it moves 3 px a frame) and stay put between detections
+    # boxes follow the face (it moves 3 px a frame), also between detections
     assert records[21]["box"][0] - records[0]["box"][0] > 40
-    assert records[1]["box"] == records[2]["box"] == records[0]["box"]
+    xs = [r["box"][0] for r in records]
+    assert all(a < b for a, b in zip(xs[:6], xs[1:6])), xs
     assert count_frames(tmp_path / "out/clip.mp4") == (24, pytest.approx(12.0), (320, 240))
     png = cv2.imread(str(tmp_path / "out/clip.timeline.png"))
     assert png is not None and png.shape[0] > 100
@@ -151,9 +153,9 @@ def test_a_failed_run_leaves_the_previous_results_and_no_temp_files(ckpt, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "predictions.jsonl").write_text("old\n")
-    monkeypatch.setattr(FaceClassifier, "__call__", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(EmotionRecognizer, "forward", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        predict([moving_face_video(tmp_path / "clip.mp4", frames=4)], ckpt, out, **REF)
+        predict([moving_face_video(tmp_path / "clip.mp4", frames=4)], ckpt, out, overwrite=True, **REF)
     assert (out / "predictions.jsonl").read_text() == "old\n"
     assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl"]
 
@@ -162,7 +164,7 @@ def test_refuses_to_write_over_an_input_and_checks_options(ckpt, tmp_path):
     photo = write_rgb(tmp_path / "photo.jpg", grace())
     with pytest.raises(ValueError, match="would overwrite the input"):
         predict([photo], ckpt, tmp_path, **REF)
-    with pytest.raises(ValueError, match="--every must be >= 1"):
+    with pytest.raises(ValueError, match="every must be >= 1"):
         predict([photo], ckpt, tmp_path / "o", every=0, **REF)
     with pytest.raises(ValueError, match="--backend nope"):
         predict([photo], ckpt, tmp_path / "o", backend="nope")
@@ -180,7 +182,8 @@ def test_inputs_that_would_share_an_output_name_get_distinct_ones(ckpt, tmp_path
     res = predict([a, b, v1, v2], ckpt, tmp_path / "out", **REF)
     assert res.errors == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "clip-2.mp4", "clip-2.timeline.png", "clip.mp4", "clip.timeline.png", "predictions.jsonl", "x-2.jpg", "x.jpg"]
+        "clip-2.mp4", "clip-2.timeline.png", "clip.mp4", "clip.timeline.png", "predictions.files.json",
+        "predictions.jsonl", "x-2.jpg", "x.jpg"]
 
 
 def test_a_small_face_in_a_large_photo_is_found(ckpt, tmp_path):
@@ -202,6 +205,73 @@ def test_attention_of_several_faces_one_panel_each(ckpt, tmp_path):
     panels = read_image(tmp_path / "out/two.attention.png")
     assert panels.shape == (600, 2 * 1024, 3)
     # each panel is the frame with one face's map: the maps differ (each face has its own masked
-    # context), also away from the boxes and labels
-    left, right = panels[400:550, 400:620].astype(int), panels[400:550, 1024 + 400:1024 + 620].astype(int)
+    # context), also away from the boxes and labels (below both faces, inside the context crop)
+    left, right = panels[340:600, 250:780].astype(int), panels[340:600, 1024 + 250:1024 + 780].astype(int)
     assert np.abs(left - right).max() > 30
+
+
+def test_a_used_out_is_refused_unless_overwrite(ckpt, tmp_path):
+    out = tmp_path / "out"
+    predict([GRACE_PATH], ckpt, out, **REF)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(ValueError, match=r"--out .* holds the results of an earlier run "
+                                         r"\(predictions.jsonl and 2 more\); pass --overwrite"):
+        predict([GRACE_PATH], ckpt, out, **REF)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
+    other = tmp_path / "other"  # no predictions.jsonl, but a file where an output goes
+    write_rgb(other / "grace_hopper.jpg", grace())
+    with pytest.raises(ValueError, match=r"\(grace_hopper.jpg\)"):
+        predict([GRACE_PATH], ckpt, other, **REF)
+    assert predict([GRACE_PATH], ckpt, out, overwrite=True, **REF).records == 1
+
+
+def test_overwrite_removes_only_the_files_the_earlier_run_wrote(ckpt, tmp_path):
+    out = tmp_path / "out"
+    first = [write_rgb(tmp_path / "in/a/face.jpg", grace()), write_rgb(tmp_path / "in/a/edited.png", grace()),
+             moving_face_video(tmp_path / "in/clip.mp4", frames=3)]
+    predict(first, ckpt, out, **REF)
+    (out / "notes.txt").write_text("mine")                      # the user's own files
+    write_rgb(out / "sub/mine.png", grace())
+    (out / "edited.png").write_bytes((out / "edited.png").read_bytes() + b"\0")  # a listed file changed since
+    with pytest.warns(UserWarning, match=r"edited.png: kept \(--overwrite\)"):
+        res = predict([write_rgb(tmp_path / "in/b.png", two_faces())], ckpt, out, overwrite=True, **REF)
+    assert sorted(p.name for p in res.removed) == ["clip.mp4", "clip.timeline.png", "face.jpg"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "b.png", "edited.png", "notes.txt", "predictions.files.json", "predictions.jsonl", "sub", "sub/mine.png"]
+    assert {r["source"] for r in read_jsonl(out / "predictions.jsonl")} == {str(tmp_path / "in/b.png")}
+    # a listed file in a folder the run created: the folder goes when it is left empty
+    predict([tmp_path / "in/a"], ckpt, tmp_path / "nested", **REF)
+    predict([tmp_path / "in/b.png"], ckpt, tmp_path / "nested", overwrite=True, **REF)
+    assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == [
+        "b.png", "predictions.files.json", "predictions.jsonl"]
+
+
+def test_csv_holds_the_json_lines_as_a_table(ckpt, tmp_path):
+    import csv
+
+    video = moving_face_video(tmp_path / "clip.mp4", frames=3)
+    blank = write_rgb(tmp_path / "blank.png", np.full((120, 160, 3), 128, np.uint8))
+    res = predict([GRACE_PATH, video, blank], ckpt, tmp_path / "out", csv=tmp_path / "table.csv", **REF)
+    assert res.csv == tmp_path / "table.csv"
+    with open(res.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = read_jsonl(res.jsonl)
+    assert len(rows) == len(records) == 5
+    assert list(rows[0]) == ["source", "frame", "time_s", "track", "box_x1", "box_y1", "box_x2", "box_y2",
+                             "detector_score", "emotion", *[f"probs_{c}" for c in records[0]["probs"]]]
+    for row, r in zip(rows, records):
+        assert row["source"] == r["source"] and int(row["frame"]) == r["frame"]
+        assert float(row["time_s"]) == r["time_s"] and row["emotion"] == (r["emotion"] or "")
+        if r["box"] is None:
+            assert row["box_x1"] == row["track"] == row["probs_Happy"] == row["detector_score"] == ""
+        else:
+            assert [int(row[f"box_{k}"]) for k in ("x1", "y1", "x2", "y2")] == r["box"]
+            assert [float(row[f"probs_{c}"]) for c in r["probs"]] == list(r["probs"].values())
+    with pytest.raises(ValueError, match="--csv .*table.csv already exists; pass --overwrite"):
+        predict([GRACE_PATH], ckpt, tmp_path / "out2", csv=tmp_path / "table.csv", **REF)
+    assert not (tmp_path / "out2").exists()
+    from glamor_fast.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError):  # settings are checked before any folder is made
+        predict([GRACE_PATH], tmp_path / "absent.pt", tmp_path / "out3", csv=tmp_path / "new/t.csv", **REF)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "out3").exists()

@@ -33,8 +33,11 @@ class GLAMORNet(nn.Module):
         fusion_inputs: which vectors the fusion network classifies: ("face", "context"),
             ("context",) (the face encoder then exists only to guide GLA, the paper's settings
             (ii)/(iii)) or ("face",) (setting (i); needs attention="none").
-        gla_hidden, gla_norm, backend: GlobalLocalAttention's hidden size, hidden-layer norm
-            (None or "batchnorm") and GLA backend.
+        gla_hidden, gla_norm, backend, recompute: GlobalLocalAttention's hidden size,
+            hidden-layer norm (None or "batchnorm"), GLA backend and hidden-layer policy
+            (``glamor_fast.ops.gla.gla``'s ``recompute``).
+        block_backend: the conv5 encoders' fused BatchNorm -> ReLU -> MaxPool blocks' backend
+            ("auto", "cpp", "triton" or "reference"; ``glamor_fast.ops.bn_relu_pool``).
         bn_eps, bn_momentum: every BatchNorm's eps and running-statistics momentum, in torch's
             convention (running = (1 - momentum) * running + momentum * batch). torch's defaults
             are 1e-5 and 0.1; Keras's (the authors' code) are eps 1e-3 and momentum 0.99, which is
@@ -47,7 +50,8 @@ class GLAMORNet(nn.Module):
     def __init__(self, num_classes: int = 7, encoder: str = "conv5", attention: str = "gla",
                  fusion_inputs=("face", "context"), gla_hidden: int = 128,
                  gla_norm: Optional[str] = None, backend: str = "auto", dropout: float = 0.5,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, block_backend: str = "auto",
+                 recompute: Optional[bool] = None):
         super().__init__()
         if not (isinstance(bn_eps, (int, float)) and bn_eps > 0):
             raise ValueError(f"GLAMORNet: bn_eps must be a number > 0, got {bn_eps!r}")
@@ -70,11 +74,13 @@ class GLAMORNet(nn.Module):
         self.attention_kind = attention
         self.fusion_inputs = tuple(fusion_inputs)
         use_face = "face" in fusion_inputs or attention == "gla"
-        self.face_encoder = build_encoder(encoder, **bn) if use_face else None
-        self.context_encoder = build_encoder(encoder, **bn) if "context" in fusion_inputs else None
+        enc = dict(bn, block_backend=block_backend) if encoder == "conv5" else bn
+        self.face_encoder = build_encoder(encoder, **enc) if use_face else None
+        self.context_encoder = build_encoder(encoder, **enc) if "context" in fusion_inputs else None
         channels = (self.face_encoder or self.context_encoder).out_channels
         if attention == "gla":
-            self.attention = GlobalLocalAttention(channels, channels, gla_hidden, gla_norm, backend, **bn)
+            self.attention = GlobalLocalAttention(channels, channels, gla_hidden, gla_norm, backend,
+                                                  recompute=recompute, **bn)
         elif attention == "ca":
             self.attention = ContextAttention(channels, **bn)
         else:

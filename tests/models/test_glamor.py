@@ -148,3 +148,14 @@ def test_fusion_weights_and_errors():
         fusion(torch.randn(5, 4), torch.randn(5, 5))
     with pytest.raises(ValueError, match="needs face_dim or context_dim"):
         AdaptiveFusion(None, None)
+
+
+def test_glamornet_passes_block_backend_and_recompute_down():
+    from glamor_fast.models.encoders import FusedBNReLUPool2d
+
+    model = GLAMORNet(block_backend="reference", recompute=True)
+    blocks = [m for m in model.modules() if isinstance(m, FusedBNReLUPool2d)]
+    assert len(blocks) == 8 and {b.backend for b in blocks} == {"reference"}
+    assert model.attention.recompute is True
+    with pytest.raises(ValueError, match="bn_relu_pool: unknown backend 'fast'"):
+        GLAMORNet(block_backend="fast")(torch.rand(2, 3, 96, 96), torch.rand(2, 3, 112, 112))

@@ -1,4 +1,4 @@
-"""Input factories shared by the op tests."""
+"""Helpers shared by the tests: input factories, runners, measurements."""
 from __future__ import annotations
 
 import torch
@@ -78,3 +78,41 @@ def set_process_group_env(rank: int, world: int, port: int) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+
+
+# float32: BatchNorm's reductions over n <= ~2000 values, the fused and literal paths summing in
+# different orders; observed differences are ~1e-6, 1e-4 leaves margin without hiding a wrong
+# index or mask (those give O(1) errors). float64: the same maths, differing only by rounding.
+BN_RELU_POOL_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
+
+
+def make_bn_relu_pool_inputs(shape, dtype, channels_last, scale=1.0, offset=0.0, gen=None):
+    """(x (N, C, H, W), weight (C,), bias (C,)) for the BN-ReLU-MaxPool2d block, drawn in float64
+    and cast to ``dtype``; weight[0] < 0 (a negative gamma flips which inputs win the pool)."""
+    N, C, H, W = shape
+    x = torch.randn(shape, dtype=torch.float64, generator=gen) * scale + offset
+    x = x.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = (torch.rand(C, dtype=torch.float64, generator=gen) + 0.5).to(dtype)
+    w[0] = -w[0]
+    b = (torch.randn(C, dtype=torch.float64, generator=gen) * 0.5).to(dtype)
+    return x, w, b
+
+
+def cpu_peak_bytes(fn) -> int:
+    """Peak bytes held by torch's CPU allocator while ``fn()`` runs, above the level before it
+    (from the profiler's memory events; what ``fn`` returns counts until the profile ends)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    cpu = torch._C._autograd.DeviceType.CPU
+    sizes = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+             if e.name() == "[memory]" and e.device_type() == cpu]
+    assert sizes, "torch.profiler recorded no CPU memory events"
+    level = peak = 0
+    for _, nbytes in sorted(sizes):
+        level += nbytes
+        peak = max(peak, level)
+    return peak

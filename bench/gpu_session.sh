@@ -16,9 +16,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "from glamor_fast.ops import extension as e; print('ext error:', e.load_error(), 'CUDA kernels:', e.kernel_missing('gla_forward', 'CUDA') is None)"
 GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST_S:-240} python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=120 -rfE "$@" 2>&1 | tee "$OUT/pytest_gpu.log" | tail -60
 # Tests that run on the GPU when one is there but are not gpu-marked (they also run on the CPU):
-# exact zero gradients and the differentiable lse of the Triton op, the hidden-layer statistics op.
+# exact zero gradients and the differentiable lse of the Triton op.
 GLAMOR_FAST_TRITON_TUNE=0 timeout ${PYTEST2_S:-120} python3 -m pytest -q -p no:cacheprovider --timeout=60 -rfE \
-  tests/ops/test_triton.py -k "exact_zero or grad_lse" 2>&1 | tee "$OUT/pytest_gpu_extra.log" | tail -15
+  tests/ops/gla/test_gla.py -k "triton and (exact_zero or grad_lse)" 2>&1 | tee "$OUT/pytest_gpu_extra.log" | tail -15
 # The host path: ATen calls and host vs wall time per fused op (the sync-free and CUDA-graph
 # capture tests, tests/ops/gla/test_host_path_gpu.py, ran with -m gpu above).
 timeout ${OVERHEAD_S:-90} python3 -m bench.overhead --device cuda --json "$OUT/overhead_cuda.json" 2>&1 | tee "$OUT/bench_overhead.log" | tail -20

@@ -73,7 +73,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Two lists, chosen by the dot's precision: exact fp32 ("ieee") dots run on the FMA units and
 # hold whole operand rows per thread, so they get thinner tiles than tensor-core ("tf32",
 # 16-bit) dots. Every tile here compiles for sm_80 and sm_90 at Hd <= 128 without spilling
-# (tests/ops/test_triton.py::test_kernels_compile_without_spills).
+# (tests/ops/gla/test_gla_triton.py::test_kernels_compile_without_spills).
 _GPU_TILES = {
     "ieee": ((16, 32, 8),),
     "mma": ((32, 32, 8), (16, 64, 8)),

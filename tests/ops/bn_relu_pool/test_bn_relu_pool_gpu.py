@@ -9,7 +9,8 @@ import torch
 
 from glamor_fast.ops.bn_relu_pool import bn_relu_pool, bn_relu_pool_reference
 from tests.conftest import requires_cuda
-from tests.ops.test_bn_relu_pool import TOL, _inputs
+from tests.helpers import BN_RELU_POOL_TOL as TOL
+from tests.helpers import make_bn_relu_pool_inputs
 
 pytest.importorskip("triton")
 
@@ -37,7 +38,7 @@ def _grad_out(x):
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 5, 4, 6), (3, 17, 8, 9), (32, 32, 112, 112),
                                    (8, 256, 14, 14), (4, 64, 57, 55)])
 def test_float32_matches_cudnn(shape, channels_last):
-    x, w, b = _inputs(shape, torch.float32, channels_last)
+    x, w, b = make_bn_relu_pool_inputs(shape, torch.float32, channels_last)
     gy = _grad_out(x)
     ref = _run(bn_relu_pool_reference, x, w, b, gy)
     got = _run(bn_relu_pool, x, w, b, gy, backend="triton")
@@ -54,7 +55,7 @@ def test_float32_edge_cases(case):
         w, b = torch.rand(5) + 0.5, torch.zeros(5)
     else:
         scale, offset = (1e2, 1e4) if case == "large" else (1.0, 0.0)
-        x, w, b = _inputs((2, 6, 8, 7), torch.float32, True, scale=scale, offset=offset)
+        x, w, b = make_bn_relu_pool_inputs((2, 6, 8, 7), torch.float32, True, scale=scale, offset=offset)
         if case in ("nan", "inf"):
             x[1, 1, 2, 3] = float(case)
     gy = _grad_out(x)
@@ -75,7 +76,7 @@ def test_float32_edge_cases(case):
 def test_low_precision_within_twice_cudnn_error(dtype):
     """16-bit x (fp32 weights, as under autocast): at most 2x the error of the literal ops in
     the same dtype, both measured against float64, plus eps x the output's scale."""
-    x64, w64, b64 = _inputs((8, 32, 28, 30), torch.float64, True)
+    x64, w64, b64 = make_bn_relu_pool_inputs((8, 32, 28, 30), torch.float64, True)
     gy64 = _grad_out(x64)
     exact = _run(bn_relu_pool_reference, x64, w64, b64, gy64)
     xl, gyl = x64.to(dtype), gy64.to(dtype)
@@ -91,7 +92,7 @@ def test_low_precision_within_twice_cudnn_error(dtype):
 
 @requires_cuda
 def test_deterministic():
-    x, w, b = _inputs((16, 32, 56, 56), torch.float32, True)
+    x, w, b = make_bn_relu_pool_inputs((16, 32, 56, 56), torch.float32, True)
     gy = _grad_out(x)
     first = _run(bn_relu_pool, x, w, b, gy, backend="triton")
     second = _run(bn_relu_pool, x, w, b, gy, backend="triton")
@@ -110,7 +111,7 @@ def test_auto_picks_cudnn_on_cuda():
 def test_compiled_matches_eager():
     """torch.compile around the Triton block: the same kernels, so the same numbers (to fp32
     reduction order in inductor's code around them)."""
-    x, w, b = _inputs((8, 32, 28, 30), torch.float32, True)
+    x, w, b = make_bn_relu_pool_inputs((8, 32, 28, 30), torch.float32, True)
     gy = _grad_out(x)
     eager = _run(bn_relu_pool, x, w, b, gy, backend="triton")
     fn = torch.compile(lambda *a: bn_relu_pool(*a, backend="triton"), fullgraph=True)

@@ -1,4 +1,4 @@
-"""The hidden layer's batch statistics in tiles (glamor_fast.ops.hidden_stats) against the plain
+"""The hidden layer's batch statistics in tiles (glamor_fast.ops.gla.hidden_stats) against the plain
 torch formula over the materialised (B, N, Hd) layer, and GlobalLocalAttention(norm="batchnorm")
 on a fused backend against the reference backend."""
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import glamor_fast.ops.gla.hidden_stats as hs
-from bench.timing import cpu_peak_extra_bytes
 from glamor_fast.models.attention import GlobalLocalAttention
 from glamor_fast.ops.gla.hidden_stats import gla_hidden_stats
+from tests.helpers import cpu_peak_bytes
 
 
 def _inputs(B, Df, Dc, H, W, Hd, dtype=torch.float64, seed=0):
@@ -116,6 +116,6 @@ def test_training_step_allocates_no_full_hidden_layer():
             (pooled.sum() + attn.square().sum()).backward()
 
         step()  # warm-up
-        peaks[backend] = cpu_peak_extra_bytes(step)
+        peaks[backend] = cpu_peak_bytes(step)
     assert peaks["reference"] > full, peaks
     assert peaks["cpp"] < full, peaks

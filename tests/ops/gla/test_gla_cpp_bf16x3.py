@@ -3,7 +3,7 @@ bf16x3 products, checked against the float64 reference and against the float32 G
 (GLAMOR_FAST_BF16X3=0) on fresh random inputs.
 
 Tolerance: float32 PyTorch's own error against float64 (twice it, plus eps x the output's scale,
-as in test_cpp.py). The split is exact, so only the float32 accumulation order differs from an
+as in test_gla.py). The split is exact, so only the float32 accumulation order differs from an
 sgemm: the bound is the same one the float32 GEMM path is held to.
 Skipped where the CPU has no AMX (the path is then never taken: GLAMOR_FAST_BF16X3 has no effect).
 """
@@ -15,7 +15,6 @@ import torch
 from glamor_fast.ops import gla_reference
 from glamor_fast.ops.gla import gla
 from glamor_fast.ops import extension as _ext
-from glamor_fast.ops.gla import compiled
 from tests.helpers import make_gla_inputs
 
 pytestmark = pytest.mark.skipif(
@@ -75,7 +74,7 @@ def test_matches_float64_like_float32_pytorch(case, recompute, two_threads, monk
         atol = EPS32 * (1.0 + v.abs().max().item())
         assert _err(k, v) <= 2 * _err(s, v) + atol, (name, _err(k, v), _err(s, v))
         # Scores ~1e3 amplify the forward's float32 score error (the same kernel on both paths;
-        # test_cpp.py::test_scores_1e3_float32_no_nan_and_close bounds it): only the paths compare.
+        # test_gla.py::test_scores_1e3_float32_no_nan_and_close bounds it): only the paths compare.
         if case != "scores_1e3":
             assert _err(k, v) <= 2 * _err(r, v) + atol, (name, _err(k, v), _err(r, v))
     # the path really ran: the GEMM-fed gradients differ from the sgemm path's in rounding

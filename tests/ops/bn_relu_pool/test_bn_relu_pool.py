@@ -10,11 +10,8 @@ import pytest
 import torch
 
 from glamor_fast.ops.bn_relu_pool import bn_relu_pool, bn_relu_pool_reference, cpp_unavailable_reason
-
-# float32: BatchNorm's reductions over n <= ~2000 values, the fused and literal paths summing in
-# different orders; observed differences are ~1e-6, 1e-4 leaves margin without hiding a wrong
-# index or mask (those give O(1) errors). float64: the same maths, differing only by rounding.
-TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
+from tests.helpers import BN_RELU_POOL_TOL as TOL
+from tests.helpers import make_bn_relu_pool_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -34,18 +31,6 @@ def _triton_ok():
 
 
 BACKENDS = ["cpp", pytest.param("triton", marks=pytest.mark.skipif(not _triton_ok(), reason="needs triton"))]
-
-
-def _inputs(shape, dtype, channels_last, scale=1.0, offset=0.0, gen=None):
-    N, C, H, W = shape
-    x = torch.randn(shape, dtype=torch.float64, generator=gen) * scale + offset
-    x = x.to(dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    w = (torch.rand(C, dtype=torch.float64, generator=gen) + 0.5).to(dtype)
-    w[0] = -w[0]  # a negative gamma flips which inputs win the pool
-    b = (torch.randn(C, dtype=torch.float64, generator=gen) * 0.5).to(dtype)
-    return x, w, b
 
 
 def _run(fn, x, w, b, gy, **kw):
@@ -79,14 +64,14 @@ BACKEND_DTYPES = [("cpp", torch.float32), ("cpp", torch.float64)] + [
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 5, 4, 6), (3, 17, 8, 9)])
 def test_matches_reference(backend, channels_last, dtype, shape):
-    x, w, b = _inputs(shape, dtype, channels_last)
+    x, w, b = make_bn_relu_pool_inputs(shape, dtype, channels_last)
     _compare(backend, x, w, b, TOL[dtype])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eps_and_momentum(backend):
     dtype = torch.float32 if backend == "triton" else torch.float64
-    x, w, b = _inputs((2, 4, 6, 6), dtype, True)
+    x, w, b = make_bn_relu_pool_inputs((2, 4, 6, 6), dtype, True)
     _compare(backend, x, w, b, TOL[dtype], momentum=0.01, eps=1e-3)
 
 
@@ -94,7 +79,7 @@ def test_larger_block_two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        x, w, b = _inputs((4, 32, 30, 31), torch.float32, True)
+        x, w, b = make_bn_relu_pool_inputs((4, 32, 30, 31), torch.float32, True)
         _compare("cpp", x, w, b, TOL[torch.float32])
     finally:
         torch.set_num_threads(before)
@@ -104,7 +89,7 @@ def test_larger_block_two_threads():
 def test_large_magnitudes(backend):
     # mean 1e4, std 1e2 in float32: x itself is only known to ulp(1e4) ~ 1e-3, i.e. 1e-5 of a
     # standard deviation; the shifted float64 sums keep the statistics at that level.
-    x, w, b = _inputs((2, 6, 8, 7), torch.float32, True, scale=1e2, offset=1e4)
+    x, w, b = make_bn_relu_pool_inputs((2, 6, 8, 7), torch.float32, True, scale=1e2, offset=1e4)
     _compare(backend, x, w, b, TOL[torch.float32])
 
 
@@ -125,7 +110,7 @@ def test_ties_first_max_wins(backend, channels_last):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nan_inf_propagate(backend, bad):
-    x, w, b = _inputs((2, 3, 6, 6), torch.float32, True)
+    x, w, b = make_bn_relu_pool_inputs((2, 3, 6, 6), torch.float32, True)
     x[1, 1, 2, 3] = bad  # channel 1 becomes NaN everywhere (its statistics are); others stay finite
     y, dx, dw, db, rm, rv = _compare(backend, x, w, b, TOL[torch.float32])
     assert torch.isnan(y[:, 1]).all() and torch.isfinite(y[:, 0]).all()
@@ -133,13 +118,13 @@ def test_nan_inf_propagate(backend, bad):
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_gradcheck_float64(channels_last):
-    x, w, b = _inputs((2, 3, 5, 4), torch.float64, channels_last)
+    x, w, b = make_bn_relu_pool_inputs((2, 3, 5, 4), torch.float64, channels_last)
     args = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w, b: bn_relu_pool(x, w, b, backend="cpp"), args)
 
 
 def test_opcheck():
-    x, w, b = _inputs((2, 3, 5, 6), torch.float32, True)
+    x, w, b = make_bn_relu_pool_inputs((2, 3, 5, 6), torch.float32, True)
     x, w, b = (t.requires_grad_(True) for t in (x, w, b))
     torch.library.opcheck(torch.ops.glamor_fast.bn_relu_pool_forward.default, (x, w, b, 1e-5))
     y, idx, xp, mean, var = torch.ops.glamor_fast.bn_relu_pool_forward(x.detach(), w.detach(), b.detach(), 1e-5)
@@ -149,7 +134,7 @@ def test_opcheck():
 
 
 def test_same_result_for_any_thread_count():
-    x, w, b = _inputs((3, 16, 12, 10), torch.float32, True)
+    x, w, b = make_bn_relu_pool_inputs((3, 16, 12, 10), torch.float32, True)
     before = torch.get_num_threads()
     try:
         outs = []
@@ -185,7 +170,7 @@ def test_triton_opcheck_and_bfloat16():
     from glamor_fast.ops.bn_relu_pool import _triton_module
 
     _triton_module()  # registers glamor_fast::bn_relu_pool_triton_fwd/bwd
-    x, w, b = _inputs((2, 3, 5, 4), torch.float32, True)
+    x, w, b = make_bn_relu_pool_inputs((2, 3, 5, 4), torch.float32, True)
     torch.library.opcheck(torch.ops.glamor_fast.bn_relu_pool_triton_fwd.default,
                           (x.requires_grad_(True), w.requires_grad_(True), b.requires_grad_(True), 1e-5))
     # bfloat16 in and out, fp32 statistics and arithmetic: the output is within bf16 rounding

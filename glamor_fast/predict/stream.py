@@ -27,7 +27,6 @@ import numpy as np
 from glamor_fast.data.faces import make_detector
 
 from .annotate import draw_faces
-from .model import FaceClassifier
 from .outputs import JsonLines, VideoWriter
 from .records import face_record
 from .tracking import FaceTracker
@@ -134,7 +133,10 @@ def predict_stream(source: Union[int, str], checkpoint, out_dir, *, detector: st
     cap, first = open_capture(source)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        classifier = FaceClassifier(checkpoint, device=device, backend=backend)
+        from glamor_fast.recognizer import EmotionRecognizer
+
+        classifier = EmotionRecognizer(checkpoint, detector=lambda image: [], device=device,
+                                       backend="auto" if backend is None else backend)
         detect = (make_detector("haar", max_side=detect_side, min_size=min_face) if detector == "haar"
                   else make_detector(detector))
     except BaseException:
@@ -167,7 +169,7 @@ def predict_stream(source: Union[int, str], checkpoint, out_dir, *, detector: st
             if result.frames_done % every == 0:
                 tracker.update([d for d in detect(frame) if min(d[0][2] - d[0][0], d[0][3] - d[0][1]) >= min_face])
             tracks = tracker.current()
-            probs = classifier([frame] * len(tracks), [t.box for t in tracks]).probs
+            probs = classifier.classify([frame] * len(tracks), [t.box for t in tracks])[0]
             records = []
             for t, p in zip(tracks, probs):
                 records.append({"source": label, "frame": index, "time_s": round(index / fps, 6), "track": t.id,

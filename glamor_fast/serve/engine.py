@@ -24,8 +24,8 @@ import torch
 
 from glamor_fast.data.faces import make_detector
 from glamor_fast.data.transforms import CONTEXT_CROP, FACE_SIZE, Box, preprocess
-from glamor_fast.predict.model import FaceClassifier
 from glamor_fast.predict.records import face_record
+from glamor_fast.recognizer import EmotionRecognizer
 from glamor_fast.predict.run import DEFAULT_DETECT_SIDE, DEFAULT_MIN_FACE, IMAGE_DETECT_SIDE
 
 FaceBoxes = Sequence[tuple[Box, Optional[float]]]   # [(box, detector score or None)]
@@ -42,10 +42,14 @@ class Engine:
     def __init__(self, checkpoint, device: str = "auto", backend: Optional[str] = None, detector: str = "haar",
                  min_face: int = DEFAULT_MIN_FACE, trace: bool = True):
         self.checkpoint = Path(checkpoint)
-        self.classifier = FaceClassifier(checkpoint, device=device, backend=backend)
-        self.eager_model = self.classifier.model
-        self.traced = trace and trace_classifier(self.classifier)
-        self.classes = list(self.classifier.classes)
+        # The recognizer's network (a checkpoint, or an exported .onnx file) and its settings;
+        # detection stays here, one detector per worker thread.
+        self.recognizer = EmotionRecognizer(checkpoint, detector=lambda image: [], device=device,
+                                            backend="auto" if backend is None else backend)
+        self.net = self.recognizer.net
+        self.eager_model = getattr(self.net, "model", None)
+        self.traced = trace and self.eager_model is not None and trace_classifier(self.net)
+        self.classes = list(self.recognizer.classes)
         self.detector_name, self.min_face = detector, int(min_face)
         if detector != "haar":
             make_detector(detector)  # an unknown name or a missing extra is reported now, not at a request
@@ -74,9 +78,7 @@ class Engine:
 
     def prepare(self, image: np.ndarray, faces: FaceBoxes) -> tuple[np.ndarray, np.ndarray]:
         """Model inputs of ``image``'s faces, as in evaluation: (face (n, 3, 96, 96), context (n, 3, 112, 112)) float32."""
-        clf = self.classifier
-        pairs = [preprocess(image, box, train=False, face_visible=clf.face_visible, normalize=clf.normalize)
-                 for box, _ in faces]
+        pairs = [preprocess(image, box, train=False, face_visible=self.recognizer.face_visible) for box, _ in faces]
         if not pairs:
             return (np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32),
                     np.zeros((0, 3, CONTEXT_CROP, CONTEXT_CROP), np.float32))
@@ -85,12 +87,10 @@ class Engine:
     @torch.inference_mode()
     def recognize(self, items: Sequence[tuple[tuple[np.ndarray, np.ndarray], FaceBoxes]]) -> list[list[dict]]:
         """Every face of every ``(prepare(image, faces), faces)`` item in one forward pass -> per item,
-        its face records in box order (the forward of ``FaceClassifier.__call__`` on prepared inputs)."""
-        clf, cl = self.classifier, torch.channels_last
-        face = torch.from_numpy(np.concatenate([p[0] for p, _ in items])).to(clf.device).contiguous(memory_format=cl)
-        context = torch.from_numpy(np.concatenate([p[1] for p, _ in items])).to(clf.device).contiguous(memory_format=cl)
-        logits = clf.model(face, context, return_details=True)[0]
-        probs = torch.softmax(logits.float(), 1).cpu().numpy()
+        its face records in box order (``EmotionRecognizer.forward`` on the prepared inputs)."""
+        face = np.concatenate([p[0] for p, _ in items])
+        context = np.concatenate([p[1] for p, _ in items])
+        probs = self.recognizer.forward(face, context)[0]
         out, k = [], 0
         for _, faces in items:
             out.append([face_record(box, score, self.classes, probs[k + i]) for i, (box, score) in enumerate(faces)])
@@ -101,11 +101,12 @@ class Engine:
         """What ``GET /v1/info`` says about the model."""
         from glamor_fast import GlobalLocalAttention
 
-        clf = self.classifier
-        gla = [m.backend for m in self.eager_model.modules() if isinstance(m, GlobalLocalAttention)]
-        return {"checkpoint": self.checkpoint.name, "classes": self.classes, "attention": clf.attention,
+        modules = self.eager_model.modules() if self.eager_model is not None else ()
+        gla = [m.backend for m in modules if isinstance(m, GlobalLocalAttention)]
+        return {"checkpoint": self.checkpoint.name, "classes": self.classes, "attention": self.recognizer.attention_kind,
                 "gla_backend": gla[0] if gla else None, "traced": bool(self.traced),
-                "device": str(clf.device), "detector": self.detector_name, "min_face": self.min_face}
+                "device": str(getattr(self.net, "device", "cpu")), "detector": self.detector_name,
+                "min_face": self.min_face}
 
 
 class _TracedLogits(torch.nn.Module):
@@ -129,7 +130,7 @@ class _Logits(torch.nn.Module):
         return self.model(face, context, return_details=True)[0]
 
 
-def trace_classifier(classifier: FaceClassifier) -> bool:
+def trace_classifier(classifier) -> bool:
     """Swap the classifier's model for a traced, frozen copy of its logits (no attention maps).
 
     The traced graph runs in C++ from start to end (the project's ops are C++ operators), so a

@@ -49,7 +49,7 @@ def test_photo_gets_one_face_record_as_predict_writes_them(client, engine):
     assert iou(face["box"], GRACE_FACE) > 0.6 and face["detector_score"] is None
     assert list(face["probs"]) == CLASSES and sum(face["probs"].values()) == pytest.approx(1, abs=1e-5)
     assert face["emotion"] == max(face["probs"], key=face["probs"].get)
-    direct = engine.classifier([grace()], [tuple(face["box"])]).probs[0]
+    direct = engine.recognizer.classify([grace()], [tuple(face["box"])])[0][0]
     np.testing.assert_allclose(list(face["probs"].values()), direct, atol=2e-6)
 
 

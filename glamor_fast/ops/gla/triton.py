@@ -259,8 +259,9 @@ def gla_backward(grad_pooled, grad_attn, grad_lse, face, context, w1, b1, w2, b2
         out[2] = torch.cat([dw1f, dw1c.to(torch.float32)], dim=1).to(dtype)
     if need_w2:
         out[4] = dw2.sum(dim=0).to(dtype)
-    if need_bn:
+    if need_bn and needs_grad[6]:  # the contract: an empty (0,) tensor for a gradient not asked for
         out[6] = dscale.sum(dim=0).to(dtype)
+    if need_bn and needs_grad[7]:
         out[7] = dshift.sum(dim=0).to(dtype)
     return out
 

@@ -353,10 +353,6 @@ def test_opcheck_forward_op(backend, kind):
                          ids=["all", "some", "context_w2"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_opcheck_backward_op(backend, needs, request):
-    if _name(backend) == "triton" and needs[6] != needs[7]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "known gap of the Triton backend: it returns both BatchNorm gradients when one is "
-            "asked for, where the contract (and the fake kernel) has an empty (0,) tensor")))
     dtype = _best_dtype(backend)
     device = require_gla_backend(backend, dtype)
     x = _on(make_gla_inputs(B=2, Df=3, Dc=4, H=2, W=3, Hd=3, folded_bn=True), dtype, device)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from glamor_fast.cli.errors import check_writable_dir, run_reporting_errors
 from glamor_fast.cli.progress import add_progress_argument, show_progress
-from glamor_fast.data.faces import CROP_DIR, HaarFaceDetector, detect_faces
+from glamor_fast.data.box_files import CROP_DIR, detect_faces
+from glamor_fast.data.faces import HaarFaceDetector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """Datasets and preprocessing: CAER-S layout loader, face detection, NCAER-S builder, built-in dataset."""
 from .builtin import generate_builtin
 from .caer import EMOTIONS, CAERSDataset, CorruptImageError, read_annotation_file, read_box_file, read_image
-from .faces import HaarFaceDetector, detect_faces
+from .box_files import detect_faces
+from .faces import HaarFaceDetector
 from .ncaer import DEFAULT_PARTS, build_ncaer
 from .transforms import crop_context, crop_face, mask_face, preprocess
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .caer import CorruptImageError, decode_image
 from .cache import (CONTEXTS, FACES, INDEX, StaleCacheError, cache_settings, content_hash, current_sources,
                     default_cache_dir, find_changes, load_index, partial_dir, split_dir)
-from .faces import list_splits
+from .box_files import list_splits
 from .transforms import CONTEXT_RESIZE, FACE_SIZE, clip_box, prepare_uint8
 
 PLAN = "plan.json"

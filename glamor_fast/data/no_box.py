@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .faces import HaarFaceDetector
 from .transforms import Box
 
 NO_BOX_POLICIES = ("unmasked", "drop", "detect")
@@ -50,8 +51,6 @@ def apply_no_box_policy(samples: Sequence, boxes: Sequence[Optional[Box]], polic
         samples, boxes, detected = [samples[i] for i in keep], [boxes[i] for i in keep], [False] * len(keep)
     elif policy == "detect":
         if detector is None:
-            from .faces import HaarFaceDetector
-
             detector = HaarFaceDetector()
         found = 0
         for i in missing:

@@ -11,11 +11,12 @@ from typing import Optional
 
 import torch
 
+from glamor_fast.csv_records import write_records_csv
 from glamor_fast.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from glamor_fast.training.config import TrainConfig
 from glamor_fast.training.data import eval_loader, make_dataset, resolve_data_root
 from glamor_fast.training.distributed import DistInfo, resolve_device
-from glamor_fast.training.logs import atomic_savefig, atomic_write_text, check_writable_dir
+from glamor_fast.training.logs import atomic_savefig, atomic_write_text, check_writable_dir, check_writable_file
 from glamor_fast.training.loop import check_amp, collect_predictions
 
 
@@ -80,17 +81,22 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
                         backend: Optional[str] = None, out_dir: Optional[str] = None, amp: str = "none",
                         num_workers: Optional[int] = 0, progress: bool = True, verbose: bool = True,
                         cache: Optional[str] = None, predictions: Optional[str] = None,
-                        no_box: Optional[str] = None, skip_bad: bool = False) -> dict:
+                        no_box: Optional[str] = None, skip_bad: bool = False, csv: Optional[str] = None) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of its dataset (or ``data_root``); returns the metrics dict.
 
     The dataset settings (face visible in context, normalisation, no-box policy) come from the
     checkpoint's config. ``cache``: read a prepared cache instead of decoding the images (the
-    tensors are bit-identical). ``predictions``: also write per-image JSON lines there.
-    ``skip_bad`` leaves out images that cannot be decoded (logged with a count) instead of failing.
+    tensors are bit-identical). ``predictions``: also write per-image JSON lines there; ``csv``:
+    the same records as CSV (columns source, label, emotion, probs.<class>). Every output path is
+    checked before the evaluation, and the results are printed (``verbose``) before any file is
+    written. ``skip_bad`` leaves out images that cannot be decoded (logged with a count) instead of failing.
     """
     ckpt = load_checkpoint(checkpoint)
     out = check_writable_dir(out_dir if out_dir else Path(checkpoint).parent,
                              "--out-dir" if out_dir else "the checkpoint's folder (the default --out-dir)")
+    for path, flag in ((predictions, "--predictions"), (csv, "--csv")):
+        if path:
+            check_writable_file(path, f"{flag} {path}")
     cfg = TrainConfig.from_dict(ckpt["config"])
     cfg.skip_bad = skip_bad
     if dataset is not None:
@@ -114,13 +120,16 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     model = model_from_checkpoint(ckpt, backend=backend, device=dev, where=f"checkpoint {checkpoint}")
     preds = collect_predictions(model, eval_loader(ds, batch_size, num_workers=num_workers), dev, amp,
                                 show_progress=progress, desc=f"eval {split}")
-    if predictions:
-        write_predictions(predictions, preds, root, class_names)
     metrics = classification_metrics(preds["probs"], preds["labels"], class_names)
     metrics.update({"checkpoint": str(checkpoint), "data_root": str(root), "split": split,
                     "model": cfg.model, "epoch": int(ckpt["epoch"])})
     if verbose:  # the results first: they are not lost if writing the files fails
         print(format_report(metrics, class_names), flush=True)
+    records = prediction_records(preds, root, class_names) if (predictions or csv) else []
+    if predictions:
+        atomic_write_text(Path(predictions), "".join(json.dumps(r) + "\n" for r in records))
+    if csv:
+        write_records_csv(csv, records)
     metrics["confusion_png"] = str(plot_confusion_matrix(
         metrics["confusion"], class_names, out / f"confusion_matrix_{split}.png",
         f"{cfg.model} on {split}: accuracy {metrics['accuracy']:.3f}"))
@@ -130,17 +139,13 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     return metrics
 
 
-def write_predictions(path, preds: dict, root: Path, class_names: list) -> Path:
-    """JSON lines, one per image: {"source": absolute path, "label": true class, "emotion": predicted
-    class, "probs": {class: probability}} (written to a temporary name, then renamed)."""
+def prediction_records(preds: dict, root: Path, class_names: list) -> list[dict]:
+    """One dict per image: {"source": absolute path, "label": true class, "emotion": predicted class,
+    "probs": {class: probability}} (the --predictions JSON lines and the --csv rows)."""
     root = Path(root).resolve()
-    lines = []
-    for rel, label, p in zip(preds["paths"], preds["labels"].tolist(), preds["probs"].tolist()):
-        lines.append(json.dumps({"source": str(root / rel), "label": class_names[label],
-                                 "emotion": class_names[max(range(len(p)), key=p.__getitem__)],
-                                 "probs": dict(zip(class_names, p))}))
-    atomic_write_text(Path(path), "\n".join(lines) + ("\n" if lines else ""))
-    return Path(path)
+    return [{"source": str(root / rel), "label": class_names[label],
+             "emotion": class_names[max(range(len(p)), key=p.__getitem__)], "probs": dict(zip(class_names, p))}
+            for rel, label, p in zip(preds["paths"], preds["labels"].tolist(), preds["probs"].tolist())]
 
 
 def format_report(metrics: dict, class_names: list) -> str:

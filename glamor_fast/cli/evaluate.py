@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="CACHE", help="read a `glamor-fast prepare` cache (same tensors, bit for bit)")
     parser.add_argument("--predictions", metavar="FILE",
                         help="write per-image results as JSON lines: source, label, emotion, probs")
+    parser.add_argument("--csv", metavar="FILE",
+                        help="write the same per-image results as CSV: source, label, emotion, probs.<class>")
     parser.add_argument("--no-box", choices=NO_BOX_POLICIES,
                         help="images without a face box (default: the checkpoint's setting)")
     parser.add_argument("--skip-bad", action="store_true",
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, device=args.device, backend=args.backend,
                         out_dir=args.out_dir, amp=args.amp, num_workers=args.num_workers,
                         progress=show_progress(args.progress), cache=args.cache, predictions=args.predictions,
-                        no_box=args.no_box, skip_bad=args.skip_bad)
+                        csv=args.csv, no_box=args.no_box, skip_bad=args.skip_bad)
     return 0
 
 

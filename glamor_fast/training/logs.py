@@ -11,11 +11,15 @@ from pathlib import Path
 
 
 def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename; a failure removes the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_savefig(fig, path) -> Path:
@@ -46,6 +50,19 @@ def check_writable_dir(path, what: str = "--out-dir") -> Path:
         raise NotADirectoryError(errno.ENOTDIR, f"{what} is not a folder", str(path)) from None
     except OSError as exc:
         raise type(exc)(exc.errno, f"{what} is not writable ({exc.strerror})", str(path)) from None
+    return path
+
+
+def check_writable_file(path, what: str) -> Path:
+    """Prove that file ``path`` can be written (its folder is created if needed), before any work starts.
+
+    Refuses a path that is a folder; raises an OSError naming ``what`` and the path otherwise.
+    Nothing is left behind: the probe is a temporary file in the folder, removed at once.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{what} is a folder, not a file name", str(path))
+    check_writable_dir(path.parent, f"the folder of {what}")
     return path
 
 

@@ -220,3 +220,13 @@ def test_cpp_and_reference_train_to_the_same_weights(data_root, tmp_path):
             torch.testing.assert_close(fused[k], spec[k], rtol=1e-4, atol=1e-5, msg=k)
             moved += int("gla" in k or "attention" in k)
     assert moved > 0, "the comparison must cover the attention's parameters"
+
+
+def test_early_stop_ends_training_after_epochs_without_a_better_validation_accuracy(data_root, tmp_path):
+    # lr so small that the weights (hence the validation accuracy) cannot move after the first epoch
+    cfg = tiny_config(data_root, tmp_path / "run", model="face", epochs=6, early_stop=2, lr=1e-12,
+                      max_batches_per_epoch=1, dropout=0.0)
+    result = train(cfg)
+    assert result.early_stopped and not result.stopped_early
+    assert result.best_epoch == 1 and len(result.history) == 3
+    assert load_checkpoint(result.last_checkpoint)["epoch"] == 3

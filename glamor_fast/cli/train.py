@@ -86,6 +86,12 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig =
     add_progress_argument(g, "per-epoch progress bars")
     g.add_argument("--max-batches-per-epoch", type=int, default=d.max_batches_per_epoch,
                    help="cap batches per epoch (smoke tests)")
+    g.add_argument("--early-stop", type=int, default=d.early_stop, metavar="EPOCHS",
+                   help="stop when the validation accuracy has not improved for this many epochs (default: never)")
+    g.add_argument("--precise-bn", type=int, default=d.precise_bn, metavar="N",
+                   help="before each evaluation, re-estimate every BatchNorm's running statistics over N training "
+                        "batches (0: off; default: 64 when a BatchNorm's momentum makes its statistics lag, as with "
+                        "Keras's settings in glamor-net-authors, else off)")
     g.add_argument("--time-budget", dest="time_budget_s", type=float, default=d.time_budget_s, metavar="SECONDS",
                    help="start no epoch that would end past this many seconds of training (default: none)")
 

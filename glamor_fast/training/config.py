@@ -67,6 +67,9 @@ class TrainConfig:
     skip_bad: bool = False              # leave out images that cannot be decoded (reported with a count)
     max_batches_per_epoch: Optional[int] = None  # cap per epoch (smoke tests), None: all
     time_budget_s: Optional[float] = None  # stop early when another epoch would end past this (seconds)
+    early_stop: Optional[int] = None    # stop after this many epochs without a better val accuracy, None: never
+    precise_bn: Optional[int] = None    # batches to re-estimate BatchNorm statistics over before each evaluation;
+    #                                     None: auto (PRECISE_BN_AUTO_BATCHES when a BatchNorm lags), 0: off
 
     def __post_init__(self):
         self.milestones = [int(m) for m in self.milestones]
@@ -103,6 +106,10 @@ class TrainConfig:
             bad("time_budget_s", "must be > 0 or None")
         if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
             bad("max_batches_per_epoch", "must be >= 1 or None")
+        if self.early_stop is not None and self.early_stop < 1:
+            bad("early_stop", "must be >= 1 or None")
+        if self.precise_bn is not None and self.precise_bn < 0:
+            bad("precise_bn", "must be >= 0 (0: off) or None (auto)")
 
     def model_overrides(self) -> dict:
         """Keyword overrides for ``build_model(self.model, **overrides)`` (unset fields left out)."""

@@ -21,8 +21,9 @@ from .data import (build_datasets, eval_loader, resolve_data_root, set_dataset_e
                    uses_channels_last)
 from .distributed import DistInfo, any_rank, average_buffers, barrier, cleanup_distributed, init_distributed, resolve_device
 from .logs import atomic_write_text, write_metric_logs
-from .loop import EpochProgress, StepHook, check_amp, evaluate_loss_acc, train_one_epoch, unwrap
+from .loop import EpochProgress, StepHook, check_amp, evaluate_loss_acc, forward_batch, train_one_epoch, unwrap
 from .optim import build_optimizer, build_scheduler
+from .precise_bn import precise_bn_batches, recompute_bn_stats
 from .seeding import seed_everything
 
 
@@ -38,6 +39,8 @@ class TrainResult:
     model: Optional[nn.Module] = None  # the final (not best) weights, unwrapped from DDP
     data_root: Optional[Path] = None
     stopped_early: bool = False  # cfg.time_budget_s ended training before cfg.epochs
+    early_stopped: bool = False  # cfg.early_stop: validation accuracy stopped improving
+    precise_bn_batches: int = 0  # batches each BatchNorm re-estimation used (0: off)
 
 
 def _say(info: DistInfo, msg: str) -> None:
@@ -147,8 +150,13 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
             "epoch_partial": list(progress.partial) if step_in_epoch and info.world_size == 1 else None,
         }
 
+    n_precise = precise_bn_batches(cfg.precise_bn, unwrap(model))
+    if n_precise:
+        _say(info, f"precise BatchNorm: statistics re-estimated over {n_precise} training batches before each "
+                   "evaluation" + (" (auto: a BatchNorm momentum makes them lag)" if cfg.precise_bn is None else ""))
+
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    epoch, epoch_trained, stopped_early = start_epoch, False, False
+    epoch, epoch_trained, stopped_early, early_stopped = start_epoch, False, False, False
     t_start = time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -162,6 +170,10 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
             stats = train_one_epoch(model, loader, optimizer, scaler, cfg, device, info, progress, skip, on_step,
                                     carried if epoch == start_epoch else (0.0, 0.0, 0.0))
             scheduler.step()
+            if n_precise:
+                loader.sampler.set_epoch(epoch)  # this epoch's batches, from its first one
+                recompute_bn_stats(unwrap(model), loader, n_precise,
+                                   lambda m, batch: forward_batch(m, batch, device, cfg.amp))
             average_buffers(unwrap(model), info)
             epoch_trained = True
             stats.update(evaluate_loss_acc(model, val_loader, device, cfg.amp, info))
@@ -181,6 +193,11 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
                        f"val acc {stats['val_acc']:.3f} lr {lr:.2e} ({row['time_s']:.1f}s)"
                        + (" *best*" if improved else ""))
             barrier(info)
+            if cfg.early_stop is not None and epoch + 1 - best_epoch >= cfg.early_stop and epoch + 1 < cfg.epochs:
+                early_stopped = True
+                _say(info, f"stopping after epoch {epoch + 1} of {cfg.epochs}: no better validation accuracy for "
+                           f"{cfg.early_stop} epochs (--early-stop; best {best_metric:.4f} at epoch {best_epoch})")
+                break
             if cfg.time_budget_s is not None and epoch + 1 < cfg.epochs:
                 elapsed = time.perf_counter() - t_start
                 want = elapsed + elapsed / (epoch + 1 - start_epoch) > cfg.time_budget_s
@@ -200,4 +217,4 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> Tra
     return TrainResult(out_dir=out_dir, best_checkpoint=best_path if best_epoch > 0 else None,
                        last_checkpoint=last_path, best_metric=best_metric, best_epoch=best_epoch,
                        class_names=list(class_names), history=history, model=unwrap(model), data_root=root,
-                       stopped_early=stopped_early)
+                       stopped_early=stopped_early, early_stopped=early_stopped, precise_bn_batches=n_precise)

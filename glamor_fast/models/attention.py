@@ -61,6 +61,11 @@ class GlobalLocalAttention(nn.Module):
             raise ValueError(
                 f"GlobalLocalAttention: `context` must be (B, {self.context_dim}, H, W), got {tuple(context.shape)}"
             )
+        if not torch.is_autocast_enabled(context.device.type) and not (
+                face.dtype == context.dtype == self.hidden.weight.dtype):
+            raise TypeError(f"GlobalLocalAttention: `face` ({face.dtype}), `context` ({context.dtype}) and the "
+                            f"module's parameters ({self.hidden.weight.dtype}) must share one dtype outside autocast, "
+                            "as gla requires (convert the module with .to(dtype) or the inputs)")
         dtype = context.dtype  # under autocast the encoders hand us 16-bit maps: follow them
         w1 = self.hidden.weight.to(dtype)
         b1 = self.hidden.bias.to(dtype)

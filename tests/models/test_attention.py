@@ -87,8 +87,18 @@ def test_state_dict_reads_as_linear_layers():
 def test_follows_context_dtype_under_autocast():
     m = GlobalLocalAttention(8, 8, 4)
     face, context = torch.randn(2, 8), torch.randn(2, 8, 3, 3).bfloat16()
-    pooled, attn = m(face, context)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled, attn = m(face, context)
     assert pooled.dtype == torch.bfloat16 and attn.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("face_dtype, context_dtype", [(torch.float64, torch.float64), (torch.float32, torch.float64),
+                                                       (torch.float32, torch.bfloat16)])
+def test_mixed_dtypes_raise_outside_autocast_as_gla_does(face_dtype, context_dtype):
+    m = GlobalLocalAttention(8, 8, 4)  # float32 parameters
+    face, context = torch.randn(2, 8, dtype=face_dtype), torch.randn(2, 8, 3, 3, dtype=context_dtype)
+    with pytest.raises(TypeError, match=r"GlobalLocalAttention: `face` \(torch\.float.*must share one dtype"):
+        m(face, context)
 
 
 @pytest.mark.parametrize(

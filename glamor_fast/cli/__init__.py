@@ -38,6 +38,12 @@ COMMANDS = {
 MAIN_JOB = "quickstart"
 
 
+def _version() -> str:
+    from glamor_fast import __version__
+
+    return __version__
+
+
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of every command; with ``only``, the arguments of that command alone (its
     module is the only one imported: the others are listed with their one-line help)."""
@@ -47,6 +53,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         f"With no command, runs `{MAIN_JOB}`.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"glamor-fast {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -67,6 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*argv, MAIN_JOB])
+    args.argv = argv  # what was typed: train --resume tells explicit flags from defaults with it
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

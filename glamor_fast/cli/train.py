@@ -12,6 +12,8 @@ from pathlib import Path
 from glamor_fast.cli.errors import check_writable_dir, run_reporting_errors
 from glamor_fast.cli.progress import add_progress_argument, show_progress
 from glamor_fast.training import TrainConfig, train
+from glamor_fast.training.distributed import DistInfo, resolve_device
+from glamor_fast.training.trainer import check_gla_backend
 
 __all__ = ["add_arguments", "add_train_arguments", "config_from_args", "main", "train"]
 
@@ -121,30 +123,87 @@ def refuse_to_replace_a_run(args: argparse.Namespace) -> None:
             f"replace it with --overwrite, or choose another --out-dir")
 
 
-def settings_from_resume(cfg: TrainConfig) -> TrainConfig:
-    """With --resume, the model settings and optimizer left at their defaults take the checkpoint's values.
+# Settings of this process, not of the run: never taken from a checkpoint.
+PROCESS_FIELDS = ("resume", "progress")
 
-    A value given on the command line that differs from the checkpoint's still fails in train().
-    """
+
+def explicit_fields(args: argparse.Namespace) -> set:
+    """The TrainConfig fields given on the command line (``args.argv``), as opposed to defaults."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    argv = getattr(args, "argv", None)
+    if argv is None:  # called from Python without a command line: whatever differs from the defaults
+        default = TrainConfig()
+        return {k for k in fields if hasattr(args, k) and getattr(args, k) != getattr(default, k)}
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    unset = object()  # not a string, so argparse leaves it as it is
+    parser.set_defaults(**{dest: unset for dest in vars(parser.parse_args([]))})
+    after_command = argv[argv.index("train") + 1:] if "train" in argv else argv
+    given, _ = parser.parse_known_args(after_command)
+    return {k for k, v in vars(given).items() if v is not unset} & fields
+
+
+def settings_from_resume(cfg: TrainConfig, explicit: set) -> TrainConfig:
+    """With --resume, the run's settings come from the checkpoint: every TrainConfig field (epochs,
+    data, output folder, recipe, model) except those given explicitly, which override it and
+    are listed. A model setting that contradicts the checkpoint still fails in train()."""
     import dataclasses
 
     from glamor_fast.training.checkpoint import load_checkpoint
-    from glamor_fast.training.config import MODEL_FIELDS
 
     if not cfg.resume:
         return cfg
-    saved, default = load_checkpoint(cfg.resume)["config"], TrainConfig()
-    taken = {k: saved[k] for k in (*MODEL_FIELDS, "optimizer")
-             if k in saved and getattr(cfg, k) == getattr(default, k) and saved[k] != getattr(cfg, k)}
-    if taken and os.environ.get("RANK", "0") == "0":
-        print("resuming with the checkpoint's " + ", ".join(f"{k}={v!r}" for k, v in taken.items()), flush=True)
+    saved = load_checkpoint(cfg.resume)["config"]
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    taken = {k: v for k, v in saved.items() if k in known and k not in explicit and k not in PROCESS_FIELDS}
+    overridden = {k: getattr(cfg, k) for k in sorted(explicit - set(PROCESS_FIELDS))
+                  if k in saved and saved[k] != getattr(cfg, k)}
+    if os.environ.get("RANK", "0") == "0":
+        print(f"resuming {cfg.resume} with its run's settings"
+              + (" except, as given: " + ", ".join(f"{k}={v!r} (was {saved[k]!r})" for k, v in overridden.items())
+                 if overridden else ""), flush=True)
     return dataclasses.replace(cfg, **taken)
 
 
+def nothing_left_to_do(cfg: TrainConfig) -> str:
+    """Why a --resume run has no epoch left to train ('' when it has)."""
+    from glamor_fast.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.resume)
+    done, partial = int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0))
+    if done >= cfg.epochs and not partial:
+        return f"{cfg.resume} has trained all {cfg.epochs} epochs (pass a larger --epochs to train further)"
+    best = int(ckpt.get("best_epoch", -1))
+    if cfg.early_stop is not None and best > 0 and done - best >= cfg.early_stop and not partial:
+        return (f"{cfg.resume} stopped early: no better validation accuracy since epoch {best} "
+                f"(--early-stop {cfg.early_stop})")
+    return ""
+
+
+def check_backend_flag(cfg: TrainConfig, explicit: set) -> None:
+    """An explicit --backend for a preset without GLA is an error (it would be ignored)."""
+    from glamor_fast.models import PRESETS
+
+    attention = PRESETS[cfg.model].model_kwargs.get("attention")
+    if "backend" in explicit and attention != "gla":
+        raise ValueError(f"--backend {cfg.backend}: --model {cfg.model} has no GLA "
+                         f"(attention={attention!r}), so a GLA backend would be ignored; leave --backend out")
+
+
 def run(args: argparse.Namespace) -> int:
+    explicit = explicit_fields(args)
     refuse_to_replace_a_run(args)
-    check_writable_dir(args.out_dir)
-    cfg = settings_from_resume(config_from_args(args))
+    cfg = settings_from_resume(config_from_args(args), explicit)
+    check_backend_flag(cfg, explicit)
+    check_gla_backend(cfg, resolve_device(cfg.device, DistInfo()))  # before anything is written
+    if cfg.resume:
+        why = nothing_left_to_do(cfg)
+        if why:
+            print(f"nothing to do: {why}", flush=True)
+            return 0
+    check_writable_dir(cfg.out_dir)
     result = train(cfg)
     if result.best_checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"best validation accuracy {result.best_metric:.4f} at epoch {result.best_epoch}; "

@@ -21,7 +21,7 @@ from .data import (build_datasets, eval_loader, resolve_data_root, set_dataset_e
                    uses_channels_last)
 from .distributed import DistInfo, any_rank, average_buffers, barrier, cleanup_distributed, init_distributed, resolve_device
 from .logs import atomic_write_text, write_metric_logs
-from .loop import EpochProgress, StepHook, check_amp, evaluate_loss_acc, forward_batch, train_one_epoch, unwrap
+from .loop import AMP_DTYPES, EpochProgress, StepHook, check_amp, evaluate_loss_acc, forward_batch, train_one_epoch, unwrap
 from .optim import build_optimizer, build_scheduler
 from .precise_bn import precise_bn_batches, recompute_bn_stats
 from .seeding import seed_everything
@@ -63,6 +63,15 @@ def _check_resume_compatible(ckpt: dict, cfg: TrainConfig, class_names: list, pa
                               f"but the dataset has {class_names}")
 
 
+def check_gla_backend(cfg: TrainConfig, device: torch.device) -> None:
+    """BackendUnavailableError/ValueError when cfg.backend cannot run cfg.model's GLA on ``device``."""
+    from glamor_fast.models import PRESETS
+    from glamor_fast.ops.backends import choose_backend
+
+    if PRESETS[cfg.model].model_kwargs.get("attention") == "gla":
+        choose_backend(cfg.backend, device, AMP_DTYPES.get(cfg.amp, torch.float32))
+
+
 def train(cfg: TrainConfig, on_step: Optional[StepHook] = None) -> TrainResult:
     """Train cfg.model on cfg's dataset; returns where the checkpoints/logs are and the final model.
 
@@ -83,6 +92,7 @@ def train(cfg: TrainConfig, on_step: Optional[StepHook] = None) -> TrainResult:
 def _train(cfg: TrainConfig, info: DistInfo, on_step: Optional[StepHook]) -> TrainResult:
     device = resolve_device(cfg.device, info)
     check_amp(cfg.amp, device)
+    check_gla_backend(cfg, device)  # before any data is read or any file written
     if cfg.keep_freed_memory and device.type == "cpu":
         from .allocator import keep_freed_memory
 

@@ -102,3 +102,12 @@ def test_quickstart_and_ablation_on_a_tiny_setting(tmp_path, capsys):
     import statistics
     want = f"{100 * statistics.mean(accs):.2f} ± {100 * statistics.stdev(accs):.2f}%"
     assert f"| (i) face only | w/F | {want} |" in table and "mean ± sample standard deviation of 2 runs" in table
+
+
+def test_version(capsys):
+    import glamor_fast
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"glamor-fast {glamor_fast.__version__}"

@@ -45,20 +45,46 @@ def test_train_checks_out_dir_is_writable_before_loading_data(tmp_path, capsys):
     assert not (tmp_path / "no-data").exists()
 
 
-def test_resume_without_model_flags_takes_the_checkpoints_settings(data, tmp_path, capsys):
+def test_resume_takes_the_runs_settings_and_lists_the_flags_that_override_them(data, tmp_path, capsys,
+                                                                               monkeypatch):
+    import os
+
     from glamor_fast.training.checkpoint import load_checkpoint
 
     out = tmp_path / "run"
-    assert main([*tiny_train_args(data, out), "--model", "face", "--optimizer", "adamw", "--dropout", "0.3"]) == 0
-    resume = ["--resume", str(out / "last.pt"), "--epochs", "2"]
+    first = [a for a in tiny_train_args(data, out) if a not in ("--backend", "reference")]
+    assert main([*first, "--model", "face", "--optimizer", "adamw", "--lr", "0.002", "--dropout", "0.3"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
-    assert main([*tiny_train_args(data, out), *resume]) == 0  # no --model/--optimizer/--dropout
-    assert "resuming with the checkpoint's model='face'" in capsys.readouterr().out
+    # nothing but the checkpoint and a longer schedule: data, output folder, model and recipe are the run's
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "except, as given: epochs=2 (was 1)" in printed and "resumed from" in printed
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["epoch"] == 2
-    assert (ckpt["config"]["model"], ckpt["config"]["optimizer"], ckpt["config"]["dropout"],
-            ckpt["config"]["gla_hidden"]) == ("face", "adamw", 0.3, 16)
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    cfg = ckpt["config"]
+    assert (cfg["model"], cfg["optimizer"], cfg["lr"], cfg["dropout"], cfg["gla_hidden"], cfg["data_root"],
+            cfg["max_batches_per_epoch"], cfg["out_dir"]) == ("face", "adamw", 0.002, 0.3, 16, str(data), 1, str(out))
+    assert os.listdir(tmp_path / "elsewhere") == []  # no runs/train, no data/builtin
 
-    # a setting given on the command line that contradicts the checkpoint is still refused
-    assert main([*tiny_train_args(data, out), *resume, "--model", "caernet-s"]) == 1
+    # complete: nothing to do, nothing touched
+    mtime = (out / "last.pt").stat().st_mtime_ns
+    assert main(["train", "--resume", str(out / "last.pt")]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "last.pt").stat().st_mtime_ns == mtime
+
+    # a model setting given on the command line that contradicts the checkpoint is still refused
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--model", "caernet-s"]) == 1
     assert "model settings differ" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--backend", "cuda"], ["--model", "face", "--backend", "cpp"],
+                                   ["--device", "cuda:7"]])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, extra):
+    out = tmp_path / "run"
+    args = [a for a in tiny_train_args(tmp_path / "data", out) if a not in ("--backend", "reference")]
+    assert main([*args, *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("glamor-fast train: error:") and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "data").exists()

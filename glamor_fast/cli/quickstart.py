@@ -40,8 +40,10 @@ QUICK_RECIPE = dict(
 TRAIN_TIME_BUDGET_S = 420.0  # 7 minutes of training leaves room for data, evaluation and figures
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, out_dir: str) -> None:
-    r = QUICK_RECIPE
+def add_recipe_arguments(parser: argparse.ArgumentParser, out_dir: str, recipe: dict = QUICK_RECIPE,
+                         seed: bool = True) -> None:
+    """The recipe's flags with ``recipe``'s values as defaults (``seed``: also --seed)."""
+    r = recipe
     parser.add_argument("--data-root", default="data/builtin",
                         help="built-in dataset folder, generated if absent (default %(default)s)")
     parser.add_argument("--num-train", type=int, default=None, help="built-in train images (default: its default, 1200)")
@@ -54,23 +56,30 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, out_dir: str) -> None:
     parser.add_argument("--weight-decay", type=float, default=r["weight_decay"], help="default %(default)s")
     parser.add_argument("--scheduler", default=r["scheduler"], choices=["step", "cosine", "none"],
                         help="default %(default)s")
+    parser.add_argument("--warmup-epochs", type=int, default=r["warmup_epochs"], help="linear warm-up (default %(default)s)")
+    parser.add_argument("--early-stop", type=int, default=r.get("early_stop"), metavar="EPOCHS",
+                        help="stop when the validation accuracy has not improved for this many epochs "
+                             "(default: %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=r["val_fraction"], help="default %(default)s")
     parser.add_argument("--threads", type=int, default=r["threads"],
                         help="torch threads (default: PyTorch's, i.e. the machine's cores)")
     parser.add_argument("--backend", default="auto", help="GLA backend (default %(default)s)")
     parser.add_argument("--device", default="auto", help="default %(default)s")
-    parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
     add_progress_argument(parser)
 
 
-def recipe_config(args: argparse.Namespace, model: str, out_dir, time_budget_s=None) -> TrainConfig:
-    return TrainConfig(
-        model=model, backend=args.backend, dataset="builtin", data_root=args.data_root,
-        builtin_train=args.num_train, builtin_test=args.num_test, val_fraction=args.val_fraction,
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        weight_decay=args.weight_decay, scheduler=args.scheduler, seed=args.seed, device=args.device,
-        threads=args.threads, out_dir=str(out_dir), progress=show_progress(args.progress), time_budget_s=time_budget_s,
-    )
+def recipe_config(args: argparse.Namespace, model: str, out_dir, time_budget_s=None, **more) -> TrainConfig:
+    """The TrainConfig of the recipe flags; ``more``: other TrainConfig fields (seed, cache, ...)."""
+    return TrainConfig(**{
+        "model": model, "backend": args.backend, "dataset": "builtin", "data_root": args.data_root,
+        "builtin_train": args.num_train, "builtin_test": args.num_test, "val_fraction": args.val_fraction,
+        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+        "weight_decay": args.weight_decay, "scheduler": args.scheduler, "warmup_epochs": args.warmup_epochs,
+        "early_stop": args.early_stop, "seed": getattr(args, "seed", 0), "device": args.device,
+        "threads": args.threads, "out_dir": str(out_dir), "progress": show_progress(args.progress),
+        "time_budget_s": time_budget_s, **more})
 
 
 def quickstart(args: argparse.Namespace) -> dict:

@@ -85,23 +85,29 @@ def test_quickstart_and_ablation_on_a_tiny_setting(tmp_path, capsys):
                                                            "reference")
     assert "GLA backend reference" in out and f"{summary['torch_threads']} threads" in out
 
-    ab = ["ablation", *common, "--out-dir", str(tmp_path / "ab"), "--models", "face", "context-masked-none"]
+    ab = ["ablation", *common, "--out-dir", str(tmp_path / "ab"), "--models", "face", "context-visible-none",
+          "--seeds", "0", "1", "--json", str(tmp_path / "ab.json")]
     assert main(ab) == 0
-    table = (tmp_path / "ab" / "ablation.md").read_text()
-    assert "| (i) face only | w/F |" in table and "| (ii) context, face masked | w/mC |" in table
-    capsys.readouterr()
-    assert main(ab) == 0  # finished settings are reused, not retrained
-    assert capsys.readouterr().out.count("reusing") == 2
-
-    seeds = ["ablation", *common, "--out-dir", str(tmp_path / "seeds"), "--models", "face", "--seeds", "0", "1"]
-    assert main(seeds) == 0
-    table = (tmp_path / "seeds" / "ablation.md").read_text()
-    rows = json.loads((tmp_path / "seeds" / "ablation.json").read_text())
-    accs = rows[0]["test_accuracy"]
-    assert len(accs) == 2 and rows[0]["seeds"] == [0, 1]
+    report = json.loads((tmp_path / "ab.json").read_text())
+    records = report["records"]
+    assert [(r["preset"], r["seed"]) for r in records] == [("face", 0), ("face", 1), ("context-visible-none", 0),
+                                                           ("context-visible-none", 1)]
+    assert all({"test_acc", "best_val_acc", "epochs", "train_s"} <= set(r) for r in records)
     import statistics
-    want = f"{100 * statistics.mean(accs):.2f} ± {100 * statistics.stdev(accs):.2f}%"
-    assert f"| (i) face only | w/F | {want} |" in table and "mean ± sample standard deviation of 2 runs" in table
+
+    table = (tmp_path / "ab" / "ablation.md").read_text()
+    for preset, row in (("face", "| (i) face only | w/F |"), ("context-visible-none", "| (iii) context, face visible | w/fC |")):
+        accs = [r["test_acc"] for r in records if r["preset"] == preset]
+        s = report["summary"][preset]["test_acc"]
+        assert (s["mean"], s["std"], s["n"]) == (statistics.mean(accs), statistics.stdev(accs), 2)
+        assert f"{row} {100 * s['mean']:.2f} ± {100 * s['std']:.2f}% | 2 |" in table
+    # trained from the prepared caches: masked for (i), face visible for (iii)
+    assert (tmp_path / "data-cache" / "train").is_dir() and (tmp_path / "data-cache-visible" / "train").is_dir()
+    assert json.loads((tmp_path / "ab" / "face" / "seed0" / "result.json").read_text())["config"]["cache"] == \
+        str((tmp_path / "data-cache").resolve())
+    capsys.readouterr()
+    assert main(ab) == 0  # finished runs are reused, not retrained
+    assert capsys.readouterr().out.count("reusing") == 4
 
 
 def test_version(capsys):

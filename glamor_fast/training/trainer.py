@@ -66,7 +66,7 @@ def _check_resume_compatible(ckpt: dict, cfg: TrainConfig, class_names: list, pa
 def check_gla_backend(cfg: TrainConfig, device: torch.device) -> None:
     """BackendUnavailableError/ValueError when cfg.backend cannot run cfg.model's GLA on ``device``."""
     from glamor_fast.models import PRESETS
-    from glamor_fast.ops.backends import choose_backend
+    from glamor_fast.ops.registry import choose_backend
 
     if PRESETS[cfg.model].model_kwargs.get("attention") == "gla":
         choose_backend(cfg.backend, device, AMP_DTYPES.get(cfg.amp, torch.float32))

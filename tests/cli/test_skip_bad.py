@@ -20,7 +20,7 @@ def corrupt_data(tmp_path):
 
 def train_args(data, out):
     return ["train", "--dataset", "caer-s", "--data-root", str(data), "--out-dir", str(out), "--epochs", "1",
-            "--batch-size", "8", "--gla-hidden", "16", "--backend", "reference", "--threads", "2",
+            "--batch-size", "8", "--gla-hidden", "16", "--threads", "2",
             "--no-progress", "--val-fraction", "0.15", "--max-batches-per-epoch", "1", "--model", "face"]
 
 

@@ -32,7 +32,7 @@ from glamor_fast.training import train
 from glamor_fast.training.logs import atomic_write_text, check_writable_file
 
 DEFAULT_SEEDS = (0, 1, 2)
-# The ablation's recipe (bench/RESULTS.md, section (h), says what was tried): the quick
+# The ablation's recipe (bench/RESULTS.md, section (j), says what was tried): the quick
 # start's AdamW + cosine with batch 16 (twice the steps per epoch), lr 5e-4 after a one-epoch
 # warm-up (lr 1e-3 left seed 1 at 54.5%, 3e-3 stayed at chance for 4 epochs), early stopping on a
 # plateau for the settings that cannot learn the rule.

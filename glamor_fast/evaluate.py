@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from glamor_fast.csv_records import write_records_csv
+from glamor_fast.predict.csv_records import CsvRecords
 from glamor_fast.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from glamor_fast.training.config import TrainConfig
 from glamor_fast.training.data import eval_loader, make_dataset, resolve_data_root
@@ -87,7 +87,7 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     The dataset settings (face visible in context, normalisation, no-box policy) come from the
     checkpoint's config. ``cache``: read a prepared cache instead of decoding the images (the
     tensors are bit-identical). ``predictions``: also write per-image JSON lines there; ``csv``:
-    the same records as CSV (columns source, label, emotion, probs.<class>). Every output path is
+    the same records as CSV (columns source, label, emotion, probs_<class>, as predict --csv). Every output path is
     checked before the evaluation, and the results are printed (``verbose``) before any file is
     written. ``skip_bad`` leaves out images that cannot be decoded (logged with a count) instead of failing.
     """
@@ -128,8 +128,11 @@ def evaluate_checkpoint(checkpoint, data_root: Optional[str] = None, dataset: Op
     records = prediction_records(preds, root, class_names) if (predictions or csv) else []
     if predictions:
         atomic_write_text(Path(predictions), "".join(json.dumps(r) + "\n" for r in records))
-    if csv:
-        write_records_csv(csv, records)
+    if csv:  # the same CSV writer and columns as predict --csv
+        table = CsvRecords(Path(csv), ["source", "label", "emotion", "probs"], {"probs": class_names}, {})
+        for record in records:
+            table.write(record)
+        table.close()
     metrics["confusion_png"] = str(plot_confusion_matrix(
         metrics["confusion"], class_names, out / f"confusion_matrix_{split}.png",
         f"{cfg.model} on {split}: accuracy {metrics['accuracy']:.3f}"))

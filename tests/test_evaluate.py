@@ -92,9 +92,9 @@ def test_eval_writes_predictions_as_json_lines_and_csv(tmp_path):
     rows = list(csv.DictReader(table.open()))
     assert len(records) == len(rows) == m["n"] == TINY_TEST
     classes = list(records[0]["probs"])
-    assert list(rows[0]) == ["source", "label", "emotion", *[f"probs.{c}" for c in classes]]
+    assert list(rows[0]) == ["source", "label", "emotion", *[f"probs_{c}" for c in classes]]
     for rec, row in zip(records, rows):
         assert (row["source"], row["label"], row["emotion"]) == (rec["source"], rec["label"], rec["emotion"])
-        assert [float(row[f"probs.{c}"]) for c in classes] == [rec["probs"][c] for c in classes]
+        assert [float(row[f"probs_{c}"]) for c in classes] == [rec["probs"][c] for c in classes]
     assert sum(r["emotion"] == r["label"] for r in records) / len(records) == pytest.approx(m["accuracy"])
     assert not list(tmp_path.rglob("*.tmp"))

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", metavar="FILE",
                         help="write per-image results as JSON lines: source, label, emotion, probs")
     parser.add_argument("--csv", metavar="FILE",
-                        help="write the same per-image results as CSV: source, label, emotion, probs.<class>")
+                        help="write the same per-image results as CSV: source, label, emotion, probs_<class> (as predict --csv)")
     parser.add_argument("--no-box", choices=NO_BOX_POLICIES,
                         help="images without a face box (default: the checkpoint's setting)")
     parser.add_argument("--skip-bad", action="store_true",

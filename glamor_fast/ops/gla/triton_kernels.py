@@ -50,11 +50,8 @@ backends that take it); tiles are spill-free for Hd <= 128, larger Hd runs corre
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Optional, Sequence
 
-import torch
 import triton
 import triton.language as tl
 

@@ -452,26 +452,13 @@ using host::compute_type;
 
 // The shared parameters (csrc/gla/host.h) plus what the CPU kernels also need: the context as
 // given (a 16-bit one is converted tile by tile: Cells::base16), b2 as a number, and whether w2,
-// scale and shift are all finite.
+// scale and shift are all finite. Used by the hidden-statistics kernels (hidden_stats.cpp); the
+// GLA op builds its Params without ATen calls (host_cpu.h).
 struct Prepared : host::Params {
   at::Tensor context;
   double b2;
   bool finite;
 };
-
-inline Prepared prepare(const at::Tensor& face, const at::Tensor& context, const at::Tensor& w1,
-                 const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
-                 const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
-                 const GlaDims& d) {
-  Prepared p;
-  static_cast<host::Params&>(p) = host::prepare_params(face, w1, b1, w2, scale, shift, d);
-  p.context = context;  // 16-bit: converted tile by tile (Cells::base16)
-  p.b2 = b2.to(at::kDouble).item<double>();
-  p.finite = p.w2.isfinite().all().item<bool>() &&
-             (!p.scale.defined() || (p.scale.isfinite().all().item<bool>() &&
-                                     p.shift.isfinite().all().item<bool>()));
-  return p;
-}
 
 template <typename T>
 Params<T> make_params(const Prepared& p, int64_t Df) {
